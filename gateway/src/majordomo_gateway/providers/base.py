@@ -1,0 +1,76 @@
+"""The contract every provider module fulfils.
+
+The proxy knows nothing about OpenAI, Anthropic or Gemini; it asks the provider object for:
+where to send the request, which credential identifies the caller upstream, what the request
+asked for (model, streaming), and — while the response bytes go by untouched — what usage it
+reported.  Adding a provider means adding one module that implements this and registering it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from majordomo_gateway.usage import Usage
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What the gateway learnt from the client's request body (parsed once)."""
+
+    model: str | None = None
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class UsageResult:
+    """What a response told us.  ``usage`` is None when the response carried no usage at all."""
+
+    usage: Usage | None = None
+    model: str | None = None
+    # An error the upstream reported inside a 200 stream (Anthropic `event: error`,
+    # OpenAI `data: {"error": ...}`), as a short human-readable message.
+    error: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class StreamUsageParser(Protocol):
+    """Watches a streamed response body go by and extracts usage from it.
+
+    ``feed`` is called with each chunk exactly as received from the upstream (chunk boundaries
+    are arbitrary: an event may be split across chunks or several may share one).  It must be
+    cheap: the relay calls it on the hot path for every chunk.  Do the expensive JSON parsing only
+    for the few events that carry usage, ideally once, in ``finish``.
+    """
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> UsageResult: ...
+
+
+class Provider(Protocol):
+    """One upstream API family.  Instances are stateless and shared by all requests."""
+
+    #: the name stored in ``llm_requests.provider`` ("openai", "anthropic", "gemini")
+    name: str
+
+    def handles_path(self, path: str) -> bool:
+        """True when a request to this (normalised) path belongs to this provider by default."""
+        ...
+
+    def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """The provider API key the client sent (headers are lower-cased), or None."""
+        ...
+
+    def request_info(self, path: str, body: bytes) -> RequestInfo:
+        """Model and streaming flag from the request path and body.  Must not raise on bad JSON."""
+        ...
+
+    def parse_response(self, path: str, body: bytes) -> UsageResult:
+        """Usage from a complete (non-streamed) response body.  Must not raise on bad JSON."""
+        ...
+
+    def stream_parser(self, path: str, request: RequestInfo) -> StreamUsageParser:
+        """A fresh parser for one streamed response."""
+        ...
