@@ -1,0 +1,36 @@
+# Everything installs into the repo's own virtualenv (.venv); nothing is needed beforehand but python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-slow lint bench clean
+
+$(STAMP): gateway/pyproject.toml frameworks/pyproject.toml requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ./gateway -e './frameworks[pydantic-ai,agno]' -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the gateway on http://127.0.0.1:7680 with the embedded SQLite database ./majordomo.db
+run: install
+	$(BIN)/majordomo serve
+
+lint: install
+	$(BIN)/ruff check .
+
+## The whole default test suite (needs PostgreSQL on 127.0.0.1:5432; see README)
+test: install lint
+	$(BIN)/pytest -q
+
+## Long fault-injection and load runs
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+bench: install
+	bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

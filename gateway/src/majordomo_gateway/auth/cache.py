@@ -1,0 +1,83 @@
+"""Key lookups for the request path: cached, bounded, with negative entries.
+
+A hit costs a dict lookup.  A miss costs one indexed query.  Unknown keys are cached too, so a
+client hammering with a bad key cannot turn into a query per request.  When the database is down,
+a key we have seen active recently keeps working (stale entry) so that an outage stops logging
+to the database, not traffic; a key we have never seen gets 503, not 401.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from majordomo_gateway.auth.keys import KeyRecord, hash_secret
+from majordomo_gateway.storage.database import Database, DatabaseUnavailable
+
+# How long a known-good key is honoured from cache while the database cannot be asked.
+STALE_GRACE_SECONDS = 3600.0
+
+
+class KeyStatus(Enum):
+    VALID = "valid"
+    UNKNOWN = "unknown"
+    REVOKED = "revoked"
+
+
+@dataclass(slots=True)
+class KeyCheck:
+    status: KeyStatus
+    key: KeyRecord | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    expires: float
+    check: KeyCheck
+
+
+class KeyCache:
+    def __init__(self, database: Database, *, ttl: float = 10.0, max_size: int = 10_000) -> None:
+        self.database = database
+        self.ttl = ttl
+        self.max_size = max_size
+        self._entries: dict[str, _Entry] = {}
+
+    async def check(self, presented_key: str) -> KeyCheck:
+        """Raises DatabaseUnavailable only when the key is not cached and the database is down."""
+        key_hash = hash_secret(presented_key)
+        now = time.monotonic()
+        entry = self._entries.get(key_hash)
+        if entry is not None and entry.expires > now:
+            return entry.check
+        try:
+            record = await self.database.find_key_by_hash(key_hash)
+        except DatabaseUnavailable:
+            if (entry is not None and entry.check.status is KeyStatus.VALID
+                    and now - entry.expires < STALE_GRACE_SECONDS):
+                return entry.check
+            raise
+        if record is None:
+            check = KeyCheck(KeyStatus.UNKNOWN)
+        elif not record.active:
+            check = KeyCheck(KeyStatus.REVOKED, record)
+        else:
+            check = KeyCheck(KeyStatus.VALID, record)
+        self._store(key_hash, check, now)
+        return check
+
+    def _store(self, key_hash: str, check: KeyCheck, now: float) -> None:
+        entries = self._entries
+        entries.pop(key_hash, None)
+        if len(entries) >= self.max_size:
+            # dicts keep insertion order: drop the oldest tenth in one go, not one per insert.
+            for stale in list(entries)[: max(1, self.max_size // 10)]:
+                del entries[stale]
+        entries[key_hash] = _Entry(now + self.ttl, check)
+
+    def invalidate(self, key_id: str) -> None:
+        """Forget a key (by id) now: used when this process revokes or changes it."""
+        for key_hash, entry in list(self._entries.items()):
+            if entry.check.key is not None and entry.check.key.id == key_id:
+                del self._entries[key_hash]

@@ -1,0 +1,1 @@
+"""The ``majordomo`` command line."""

@@ -1,0 +1,81 @@
+"""``majordomo``: run the gateway, manage API keys, migrate the database.
+
+Every subcommand reads the same configuration as the server (``--config``/``majordomo.yaml``,
+``MAJORDOMO_*`` variables, ``--database-url``), so ``majordomo keys create`` writes to the
+database that ``majordomo serve`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from majordomo_gateway import __version__
+from majordomo_gateway.cli import db as db_commands
+from majordomo_gateway.cli import keys as key_commands
+from majordomo_gateway.cli import serve as serve_command
+from majordomo_gateway.config import ConfigError
+
+EPILOG = """\
+examples:
+  majordomo serve                              # http://127.0.0.1:7680, SQLite ./majordomo.db
+  majordomo serve --database-url postgresql://postgres@127.0.0.1:5432/majordomo
+  majordomo keys create --name dev             # prints mdm_sk_... once
+  majordomo keys list --json
+  sqlite3 majordomo.db "SELECT raw_metadata->>'Feature', SUM(total_cost) FROM llm_requests GROUP BY 1"
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML config file (default: ./majordomo.yaml when it exists)")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="sqlite:///path.db or postgresql://user:pass@host:port/db "
+                             "(env MAJORDOMO_DATABASE_URL; default sqlite:///majordomo.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="majordomo",
+        description="Majordomo Gateway: a transparent LLM proxy that records what every request costs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"majordomo {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway",
+                                description="Run the gateway (migrates the database first).")
+    _common(serve)
+    serve.add_argument("--host", help="address to listen on (env MAJORDOMO_SERVER_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (env MAJORDOMO_SERVER_PORT; default 7680)")
+    serve.add_argument("--workers", type=int, help="worker processes (env MAJORDOMO_SERVER_WORKERS; default 1)")
+    serve.set_defaults(handler=serve_command.run)
+
+    db = commands.add_parser("db", help="database schema",
+                             description="Manage the database schema.")
+    db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    migrate = db_sub.add_parser("migrate", help="apply pending migrations",
+                                description="Create or upgrade the tables. `serve` does this at start too.")
+    _common(migrate)
+    migrate.set_defaults(handler=db_commands.migrate)
+
+    key_commands.add_parsers(commands, _common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"majordomo: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""``majordomo serve``: the gateway on uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from majordomo_gateway.app import Gateway
+from majordomo_gateway.config import Settings, env_name, load_settings
+
+CONFIG_ENV = "MAJORDOMO_CONFIG"
+
+
+def create_app() -> Gateway:
+    """Factory for each worker process: settings come from the config file and environment."""
+    settings = load_settings(os.environ.get(CONFIG_ENV) or None)
+    configure_logging(settings)
+    return Gateway(settings)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # Validate everything now, in the parent, so a bad value fails before any worker starts.
+    settings = load_settings(args.config, host=args.host, port=args.port,
+                             database_url=args.database_url, workers=args.workers)
+    # Workers rebuild the settings from the environment: hand the CLI flags down that way.
+    if args.config:
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    os.environ[env_name("server.host")] = settings.host
+    os.environ[env_name("server.port")] = str(settings.port)
+    os.environ[env_name("database.url")] = settings.database_url
+    configure_logging(settings)
+    logging.getLogger("majordomo").info(
+        "Majordomo Gateway on http://%s:%d, database %s", settings.host, settings.port,
+        _redact(settings.database_url),
+    )
+    uvicorn.run(
+        "majordomo_gateway.cli.serve:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers if settings.workers > 1 else None,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _redact(url: str) -> str:
+    """Never print a database password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else f"{scheme}{sep}{user}@{host}"

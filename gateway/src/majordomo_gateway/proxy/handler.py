@@ -1,0 +1,358 @@
+"""One proxied request, start to finish.
+
+    authenticate → route → read body → upstream request → relay bytes (usage parser watching)
+    → after the last byte: price → row → writer
+
+The relay never waits on usage parsing, pricing or the database: the parser only looks at the
+bytes as they pass, and pricing and the row happen after the client has its last byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+import uuid_utils
+from yarl import URL
+
+from majordomo_gateway.auth.cache import KeyCache, KeyStatus
+from majordomo_gateway.auth.keys import hash_secret
+from majordomo_gateway.config import Settings
+from majordomo_gateway.pricing import PriceBook
+from majordomo_gateway.providers.base import RequestInfo, UsageResult
+from majordomo_gateway.proxy.errors import send_error
+from majordomo_gateway.proxy.headers import MetadataError, response_headers, split_headers
+from majordomo_gateway.proxy.routing import Route, Router, RoutingError
+from majordomo_gateway.storage.database import DatabaseUnavailable
+from majordomo_gateway.storage.records import RequestRecord, truncate_message
+from majordomo_gateway.storage.writer import RowWriter
+from majordomo_gateway.usage import Usage
+
+log = logging.getLogger("majordomo.proxy")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+MAX_REQUEST_BODY = 64 * 1024 * 1024
+# A non-streamed body larger than this is relayed but not parsed for usage.
+MAX_PARSED_BODY = 32 * 1024 * 1024
+MAX_ERROR_CAPTURE = 4096
+# Endpoints that report usage: a 2xx answer from one of these without usage is "missing".
+_USAGE_SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/responses", "/messages",
+                   ":generateContent", ":streamGenerateContent")
+_CREDENTIAL_QUERY_KEYS = frozenset({"key"})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _logged_path(path: str, query: bytes) -> str:
+    if not query:
+        return path
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k not in _CREDENTIAL_QUERY_KEYS]
+    return f"{path}?{urlencode(kept)}" if kept else path
+
+
+class _Decoder:
+    """Undo gzip/deflate for the usage parser only; the client still gets the bytes unchanged."""
+
+    def __init__(self) -> None:
+        self._z = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, auto-detected
+
+    def __call__(self, chunk: bytes) -> bytes:
+        try:
+            return self._z.decompress(chunk)
+        except zlib.error:
+            return b""
+
+
+class ProxyHandler:
+    def __init__(self, settings: Settings, router: Router, keys: KeyCache, writer: RowWriter,
+                 prices: PriceBook) -> None:
+        self.settings = settings
+        self.router = router
+        self.keys = keys
+        self.writer = writer
+        self.prices = prices
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
+                                         enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.settings.upstream_connect_timeout,
+                sock_read=self.settings.upstream_read_timeout,
+            ),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        requested_at = _now()
+        try:
+            headers = split_headers(scope["headers"], max_metadata=self.settings.max_metadata_headers,
+                                    max_value_bytes=self.settings.max_metadata_value_bytes)
+        except MetadataError as exc:
+            await send_error(send, 400, "invalid_metadata", str(exc))
+            return
+
+        # -- authenticate ---------------------------------------------------------------------
+        if not headers.majordomo_key:
+            await send_error(send, 401, "missing_majordomo_key",
+                             "Missing X-Majordomo-Key header: send your Majordomo API key (mdm_sk_...). "
+                             "Create one with `majordomo keys create --name NAME`.")
+            return
+        try:
+            check = await self.keys.check(headers.majordomo_key)
+        except DatabaseUnavailable:
+            await send_error(send, 503, "database_unavailable",
+                             "Majordomo cannot verify the API key: its database is unavailable. Retry shortly.")
+            return
+        if check.status is KeyStatus.UNKNOWN:
+            await send_error(send, 401, "invalid_majordomo_key",
+                             "Invalid X-Majordomo-Key: no such Majordomo API key.")
+            return
+        if check.status is KeyStatus.REVOKED:
+            await send_error(send, 401, "revoked_majordomo_key",
+                             "Revoked X-Majordomo-Key: this Majordomo API key has been revoked.")
+            return
+        assert check.key is not None
+
+        # -- route ----------------------------------------------------------------------------
+        path: str = scope["path"]
+        raw_path: bytes = scope.get("raw_path") or path.encode("utf-8")
+        query: bytes = scope.get("query_string", b"")
+        try:
+            route = self.router.resolve(path, raw_path, headers.provider)
+        except RoutingError as exc:
+            await send_error(send, 400, exc.code, exc.message)
+            return
+
+        body = await _read_body(receive)
+        if body is None:
+            await send_error(send, 413, "request_too_large",
+                             f"request body over {MAX_REQUEST_BODY} bytes")
+            return
+
+        provider = route.provider
+        request_info = provider.request_info(path, body)
+        query_params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+        credential = provider.credential(headers.lowered, query_params)
+        record = RequestRecord(
+            id=str(uuid_utils.uuid7()),
+            majordomo_api_key_id=check.key.id,
+            provider_api_key_hash=hash_secret(credential) if credential else None,
+            provider_api_key_alias=headers.provider_alias,
+            provider=provider.name,
+            route=route.name,
+            model=request_info.model,
+            request_path=_logged_path(path, query),
+            request_method=scope["method"],
+            requested_at=requested_at,
+            responded_at=requested_at,
+            response_time_ms=0.0,
+            streamed=request_info.stream,
+            raw_metadata=headers.metadata,
+        )
+        try:
+            await self._relay(route, raw_path, query, scope["method"], headers.forward, body,
+                              request_info, record, started, receive, send)
+        finally:
+            elapsed = time.perf_counter() - started
+            record.response_time_ms = round(elapsed * 1000, 3)
+            record.responded_at = requested_at + timedelta(seconds=elapsed)
+            self._finish(record)
+
+    async def _relay(self, route: Route, raw_path: bytes, query: bytes, method: str,
+                     forward: list[tuple[str, str]], body: bytes, request_info: RequestInfo,
+                     record: RequestRecord, started: float, receive: Receive, send: Send) -> None:
+        assert self.session is not None
+        request_id = record.id.encode()
+        url = URL(route.upstream_url(raw_path, query), encoded=True)
+        provider_label = route.name
+        try:
+            response = await self.session.request(method, url, data=body or None, headers=forward,
+                                                  allow_redirects=False)
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            record.status_code = 504
+            record.error_message = f"{provider_label} upstream timed out"
+            await send_error(send, 504, "upstream_timeout",
+                             f"The {provider_label} upstream did not answer in time.",
+                             [(b"x-majordomo-request-id", request_id)], provider=provider_label)
+            return
+        except aiohttp.ClientError as exc:
+            record.status_code = 502
+            record.error_message = truncate_message(f"{provider_label} upstream unreachable: {type(exc).__name__}")
+            await send_error(send, 502, "upstream_unreachable",
+                             f"The {provider_label} upstream could not be reached.",
+                             [(b"x-majordomo-request-id", request_id)], provider=provider_label)
+            return
+
+        async with response:
+            record.status_code = response.status
+            content_type = response.headers.get("Content-Type", "")
+            streamed = request_info.stream or content_type.startswith("text/event-stream")
+            record.streamed = streamed
+            ok = response.status < 400
+            parser = route.provider.stream_parser(raw_path.decode("latin-1"), request_info) \
+                if streamed and ok else None
+            encoding = response.headers.get("Content-Encoding", "").lower()
+            decode = _Decoder() if encoding in ("gzip", "x-gzip", "deflate") else None
+            captured: list[bytes] = []
+            captured_size = 0
+            capture_limit = MAX_PARSED_BODY if ok else MAX_ERROR_CAPTURE
+
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": response_headers(response.raw_headers, request_id)})
+
+            disconnected = asyncio.Event()
+            watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, disconnected)) \
+                if streamed else None
+            upstream_broken: str | None = None
+            abandoned_at: float | None = None
+            abandoned_bytes = 0
+            try:
+                content = response.content
+                while True:
+                    try:
+                        chunk = await content.readany()
+                    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                            aiohttp.ClientOSError) as exc:
+                        upstream_broken = f"upstream stream broken: {type(exc).__name__}"
+                        break
+                    except (TimeoutError, aiohttp.ServerTimeoutError):
+                        upstream_broken = "upstream stream timed out"
+                        break
+                    if not chunk:
+                        break
+                    if record.time_to_first_token_ms is None and streamed:
+                        record.time_to_first_token_ms = round((time.perf_counter() - started) * 1000, 3)
+                    plain = decode(chunk) if decode is not None else chunk
+                    if parser is not None:
+                        parser.feed(plain)
+                    elif captured_size < capture_limit:
+                        captured.append(plain)
+                        captured_size += len(plain)
+                    if abandoned_at is None:
+                        if not disconnected.is_set():
+                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                            continue
+                        record.aborted = True
+                        abandoned_at = time.monotonic()
+                    # The client left: keep reading, within bounds, only to learn the usage.
+                    abandoned_bytes += len(chunk)
+                    if (abandoned_bytes > self.settings.abandoned_stream_max_bytes
+                            or time.monotonic() - abandoned_at > self.settings.abandoned_stream_max_seconds):
+                        break
+            except asyncio.CancelledError:
+                record.aborted = True
+                raise
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                if parser is not None:
+                    self._apply(record, parser.finish(), request_info)
+                elif captured:
+                    self._apply_body(record, route, raw_path, b"".join(captured), ok, captured_size >= capture_limit)
+                if upstream_broken is not None:
+                    record.error_message = truncate_message(
+                        f"{upstream_broken}" + (f"; {record.error_message}" if record.error_message else ""))
+
+            if disconnected.is_set():
+                record.aborted = True
+            if upstream_broken is not None or record.aborted:
+                # Returning without the final body message makes the server drop the connection:
+                # the client sees a broken stream, never a clean end of a truncated one.
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _apply(self, record: RequestRecord, result: UsageResult, request_info: RequestInfo) -> None:
+        if result.model:
+            record.model = result.model
+        if result.error:
+            record.error_message = truncate_message(result.error)
+        if result.usage is not None:
+            _copy_usage(record, result.usage)
+            record.usage_source = "reported"
+        elif record.status_code < 400 and record.request_path.split("?", 1)[0].endswith(_USAGE_SUFFIXES):
+            record.usage_source = "missing"
+
+    def _apply_body(self, record: RequestRecord, route: Route, raw_path: bytes, body: bytes, ok: bool,
+                    truncated: bool) -> None:
+        if not ok:
+            record.error_message = truncate_message(body.decode("utf-8", "replace"))
+            return
+        if truncated:
+            record.usage_source = "missing"
+            return
+        self._apply(record, route.provider.parse_response(raw_path.decode("latin-1"), body), RequestInfo())
+
+    def _finish(self, record: RequestRecord) -> None:
+        if record.usage_source == "reported":
+            try:
+                usage = Usage(record.input_tokens, record.output_tokens, record.cached_tokens,
+                              record.cache_creation_tokens, record.cache_creation_1h_tokens,
+                              record.reasoning_tokens, record.web_search_requests)
+                price = self.prices.price(record.provider, record.model, usage, when=record.requested_at)
+                record.input_cost = price.input_cost
+                record.output_cost = price.output_cost
+                record.total_cost = price.total_cost
+                record.model_alias_found = price.found
+            except Exception:  # pricing must never cost a row
+                log.exception("pricing failed for %s/%s", record.provider, record.model)
+        self.writer.submit(record)
+
+
+def _copy_usage(record: RequestRecord, usage: Usage) -> None:
+    record.input_tokens = usage.input_tokens
+    record.output_tokens = usage.output_tokens
+    record.cached_tokens = usage.cached_tokens
+    record.cache_creation_tokens = usage.cache_creation_tokens
+    record.cache_creation_1h_tokens = usage.cache_creation_1h_tokens
+    record.reasoning_tokens = usage.reasoning_tokens
+    record.web_search_requests = usage.web_search_requests
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_REQUEST_BODY:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _watch_disconnect(receive: Receive, disconnected: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            disconnected.set()
+            return

@@ -1,0 +1,91 @@
+"""What crosses the gateway: headers forwarded, headers kept for ourselves, metadata extracted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# RFC 9110 §7.6.1 connection-specific headers, plus those the HTTP client sets from the body/URL.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
+    b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
+_RESPONSE_DROPPED = HOP_BY_HOP
+MAJORDOMO_PREFIX = b"x-majordomo-"
+KEY_HEADER = "key"
+PROVIDER_HEADER = "provider"
+ALIAS_HEADER = "provider-alias"
+_RESERVED = {KEY_HEADER, PROVIDER_HEADER, ALIAS_HEADER}
+# Codings the gateway can undo to read usage; others are not offered to the upstream.
+_DECODABLE_CODINGS = {"gzip", "deflate", "identity", "x-gzip"}
+
+
+class MetadataError(ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class ClientHeaders:
+    """The client's headers, split into what goes upstream and what is for Majordomo."""
+
+    forward: list[tuple[str, str]] = field(default_factory=list)
+    lowered: dict[str, str] = field(default_factory=dict)
+    majordomo_key: str | None = None
+    provider: str | None = None
+    provider_alias: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def canonical_name(name: str) -> str:
+    """``user-id`` → ``User-Id``: the casing the guide's SQL queries use."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def split_headers(raw: list[tuple[bytes, bytes]], *, max_metadata: int, max_value_bytes: int) -> ClientHeaders:
+    result = ClientHeaders()
+    connection_tokens: set[bytes] = set()
+    for name, value in raw:
+        if name == b"connection":
+            connection_tokens.update(t.strip().lower() for t in value.split(b","))
+    for name, value in raw:
+        if name.startswith(MAJORDOMO_PREFIX):
+            suffix = name[len(MAJORDOMO_PREFIX):].decode("latin-1")
+            text = value.decode("utf-8", "replace")
+            if suffix == KEY_HEADER:
+                result.majordomo_key = text.strip()
+            elif suffix == PROVIDER_HEADER:
+                result.provider = text
+            elif suffix == ALIAS_HEADER:
+                result.provider_alias = text
+            elif suffix:
+                if len(value) > max_value_bytes:
+                    raise MetadataError(
+                        f"header X-Majordomo-{canonical_name(suffix)} is {len(value)} bytes; "
+                        f"the limit is {max_value_bytes}"
+                    )
+                result.metadata[canonical_name(suffix)] = text
+                if len(result.metadata) > max_metadata:
+                    raise MetadataError(f"more than {max_metadata} X-Majordomo-* metadata headers")
+            continue
+        if name in _NOT_FORWARDED or name in connection_tokens:
+            continue
+        text_name = name.decode("latin-1")
+        text_value = value.decode("latin-1")
+        if name == b"accept-encoding":
+            text_value = _decodable_only(text_value)
+            if not text_value:
+                continue
+        result.forward.append((text_name, text_value))
+        result.lowered[text_name] = text_value
+    return result
+
+
+def _decodable_only(value: str) -> str:
+    kept = [part for part in value.split(",") if part.split(";")[0].strip().lower() in _DECODABLE_CODINGS]
+    return ",".join(kept).strip()
+
+
+def response_headers(raw: tuple[tuple[bytes, bytes], ...], request_id: bytes) -> list[tuple[bytes, bytes]]:
+    headers = [(name.lower(), value) for name, value in raw if name.lower() not in _RESPONSE_DROPPED]
+    headers.append((b"x-majordomo-request-id", request_id))
+    return headers

@@ -1,0 +1,95 @@
+"""Which provider a request goes to, and the exact upstream URL.
+
+The upstream host always comes from configuration, never from the request: the client only
+contributes a path and a query, and the path is checked before it is appended to the base URL
+so that nothing in it (``//host``, ``..`` segments, encoded dots, absolute URLs) can change
+where the request goes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from majordomo_gateway.config import ProviderEndpoints
+from majordomo_gateway.providers.base import Provider
+
+ROUTE_NAMES = ("openai", "anthropic", "gemini", "gemini-openai")
+SUPPORTED_PATHS = (
+    "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and other /v1/... (OpenAI)",
+    "/v1/messages, /v1/messages/count_tokens (Anthropic)",
+    "/v1beta/models/{model}:generateContent and :streamGenerateContent (Gemini)",
+)
+# A dot segment, literal or percent-encoded, anywhere in the path.
+_DOT_SEGMENT = re.compile(rb"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+
+
+class RoutingError(Exception):
+    """The request cannot be routed; ``message`` tells the caller what is supported."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str  # "openai", "anthropic", "gemini" or "gemini-openai"
+    provider: Provider
+    base_url: str
+    # gemini-openai: the OpenAI-style path loses its /v1 because the base already ends in /openai.
+    strip_v1: bool = False
+
+    def upstream_url(self, raw_path: bytes, query: bytes) -> str:
+        path = raw_path.decode("latin-1")
+        if self.strip_v1 and (path == "/v1" or path.startswith("/v1/")):
+            path = path[3:] or "/"
+        url = self.base_url + path
+        return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+def check_path(raw_path: bytes) -> None:
+    """Reject any path that could make base_url + path point somewhere else."""
+    if not raw_path.startswith(b"/") or raw_path.startswith(b"//"):
+        raise RoutingError("invalid_path", "the request path must start with a single '/'")
+    if b"\\" in raw_path or _DOT_SEGMENT.search(raw_path) or b"%2f" in raw_path.lower():
+        raise RoutingError("invalid_path", "the request path must not contain '.', '..', '\\' or encoded '/'")
+    if any(c < 0x21 or c == 0x7F for c in raw_path):
+        raise RoutingError("invalid_path", "the request path contains characters that are not allowed")
+
+
+class Router:
+    def __init__(self, endpoints: ProviderEndpoints, providers: dict[str, Provider]) -> None:
+        self.routes: dict[str, Route] = {
+            "openai": Route("openai", providers["openai"], endpoints.openai),
+            "anthropic": Route("anthropic", providers["anthropic"], endpoints.anthropic),
+            "gemini": Route("gemini", providers["gemini"], endpoints.gemini),
+            "gemini-openai": Route("gemini-openai", providers["gemini-openai"], endpoints.gemini_openai,
+                                   strip_v1=True),
+        }
+        self._by_path = (self.routes["anthropic"], self.routes["gemini"], self.routes["openai"])
+
+    def resolve(self, path: str, raw_path: bytes, provider_header: str | None) -> Route:
+        check_path(raw_path)
+        if provider_header is not None:
+            route = self.routes.get(provider_header.strip().lower())
+            if route is None:
+                raise RoutingError(
+                    "unknown_provider",
+                    f"X-Majordomo-Provider {provider_header!r} is not supported; use one of: "
+                    + ", ".join(ROUTE_NAMES),
+                )
+            return route
+        for route in self._by_path:
+            if route.provider.handles_path(path):
+                return route
+        # Everything else under /v1/ (models, files, batches...) is OpenAI's surface.
+        if path.startswith("/v1/"):
+            return self.routes["openai"]
+        raise RoutingError(
+            "unknown_route",
+            f"no provider serves {path!r}; supported paths: " + "; ".join(SUPPORTED_PATHS)
+            + ". Or name the provider with the X-Majordomo-Provider header ("
+            + ", ".join(ROUTE_NAMES) + ").",
+        )

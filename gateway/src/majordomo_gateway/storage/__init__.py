@@ -1,0 +1,1 @@
+"""Where rows and keys live: SQLite (the embedded default) or PostgreSQL, behind one interface."""

@@ -1,0 +1,179 @@
+"""PostgreSQL for production: asyncpg, JSONB metadata with a GIN index, exact NUMERIC costs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from majordomo_gateway.auth.keys import KeyRecord
+from majordomo_gateway.storage.database import DatabaseUnavailable, InsertResult, load_migrations
+from majordomo_gateway.storage.records import COLUMNS, RequestRecord
+
+# Column types for the unnest() insert: one array parameter per column, one round trip per
+# batch, and ON CONFLICT keeps replays of the spool idempotent (COPY cannot skip duplicates).
+_PG_TYPES: dict[str, str] = {
+    "id": "uuid", "majordomo_api_key_id": "uuid", "provider_api_key_hash": "text",
+    "provider_api_key_alias": "text", "provider": "text", "route": "text", "model": "text",
+    "request_path": "text", "request_method": "text", "requested_at": "timestamptz",
+    "responded_at": "timestamptz", "response_time_ms": "float8", "time_to_first_token_ms": "float8",
+    "streamed": "bool", "aborted": "bool", "input_tokens": "int8", "output_tokens": "int8",
+    "cached_tokens": "int8", "cache_creation_tokens": "int8", "cache_creation_1h_tokens": "int8",
+    "reasoning_tokens": "int8", "web_search_requests": "int8", "input_cost": "numeric",
+    "output_cost": "numeric", "total_cost": "numeric", "model_alias_found": "bool",
+    "usage_source": "text", "status_code": "int4", "error_message": "text", "raw_metadata": "text",
+}
+assert tuple(_PG_TYPES) == COLUMNS, "keep _PG_TYPES in the column order of RequestRecord"
+
+_INSERT = (
+    f"INSERT INTO llm_requests ({', '.join(COLUMNS)}) "
+    f"SELECT {', '.join('raw_metadata::jsonb' if c == 'raw_metadata' else c for c in COLUMNS)} "
+    f"FROM unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(_PG_TYPES.values(), 1))}) "
+    f"AS t({', '.join(COLUMNS)}) "
+    "ON CONFLICT (id) DO NOTHING RETURNING majordomo_api_key_id, requested_at"
+)
+_KEY_COLUMNS = (
+    "id::text, name, description, key_prefix, created_at, updated_at, revoked_at, last_used_at, request_count"
+)
+_METADATA_INDEX = COLUMNS.index("raw_metadata")
+_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                      asyncpg.CannotConnectNowError, TimeoutError)
+
+
+def _key(row: asyncpg.Record) -> KeyRecord:
+    return KeyRecord(*row)
+
+
+class PostgresDatabase:
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4) -> None:
+        self.url = url
+        self._pool: asyncpg.Pool | None = None
+        self._min_size = min_size
+        self._max_size = max_size
+
+    async def connect(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=self._min_size, max_size=self._max_size, timeout=10,
+                command_timeout=30,
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise DatabaseUnavailable("PostgreSQL is not connected")
+        return self._pool
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            return await self._require_pool().fetch(query, *args)
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    async def migrate(self) -> list[str]:
+        pool = self._require_pool()
+        applied: list[str] = []
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                # One migrator at a time across processes (several workers start together).
+                await conn.execute("SELECT pg_advisory_xact_lock(7680001)")
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+                )
+                done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                for migration in load_migrations("postgres"):
+                    if migration.version in done:
+                        continue
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations VALUES ($1, $2, now())", migration.version, migration.name
+                    )
+                    applied.append(f"{migration.version:04d}_{migration.name}")
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+        return applied
+
+    async def insert_requests(self, records: Sequence[RequestRecord]) -> InsertResult:
+        columns: list[list[Any]] = [list(col) for col in zip(*(r.as_tuple() for r in records), strict=True)]
+        columns[_METADATA_INDEX] = [orjson.dumps(m).decode() for m in columns[_METADATA_INDEX]]
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                inserted = await conn.fetch(_INSERT, *columns)
+                uses: Counter[Any] = Counter()
+                last_used: dict[Any, datetime] = {}
+                for key_id, requested_at in inserted:
+                    if key_id is None:
+                        continue
+                    uses[key_id] += 1
+                    last_used[key_id] = max(last_used.get(key_id, requested_at), requested_at)
+                if uses:
+                    await conn.executemany(
+                        "UPDATE api_keys SET request_count = request_count + $1, "
+                        "last_used_at = GREATEST(last_used_at, $2) WHERE id = $3",
+                        [(count, last_used[key_id], key_id) for key_id, count in uses.items()],
+                    )
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+        return InsertResult(inserted=len(inserted), duplicates=len(records) - len(inserted))
+
+    async def find_key_by_hash(self, key_hash: str) -> KeyRecord | None:
+        rows = await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1", key_hash)
+        return _key(rows[0]) if rows else None
+
+    async def create_key(self, key_id: str, name: str, description: str | None, key_hash: str,
+                         key_prefix: str, now: datetime) -> KeyRecord:
+        rows = await self._fetch(
+            "INSERT INTO api_keys (id, name, description, key_hash, key_prefix, created_at, updated_at) "
+            f"VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {_KEY_COLUMNS}",
+            key_id, name, description, key_hash, key_prefix, now,
+        )
+        return _key(rows[0])
+
+    async def list_keys(self) -> list[KeyRecord]:
+        return [_key(r) for r in await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at")]
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        rows = await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id::text = $1", key_id)
+        return _key(rows[0]) if rows else None
+
+    async def update_key(self, key_id: str, *, name: str | None, description: str | None,
+                         now: datetime) -> KeyRecord | None:
+        rows = await self._fetch(
+            "UPDATE api_keys SET name = coalesce($2, name), description = coalesce($3, description), "
+            f"updated_at = $4 WHERE id::text = $1 RETURNING {_KEY_COLUMNS}",
+            key_id, name, description, now,
+        )
+        return _key(rows[0]) if rows else None
+
+    async def revoke_key(self, key_id: str, now: datetime) -> KeyRecord | None:
+        rows = await self._fetch(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2), updated_at = $2 "
+            f"WHERE id::text = $1 RETURNING {_KEY_COLUMNS}",
+            key_id, now,
+        )
+        return _key(rows[0]) if rows else None
+
+
+def _describe(exc: BaseException) -> str:
+    # asyncpg messages never contain the password, but the DSN might end up in OSError text on
+    # some paths; the class name plus message is what an operator needs.
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from majordomo_gateway.config import ConfigError, load_settings
+
+
+def test_defaults_without_file_or_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert (settings.host, settings.port) == ("127.0.0.1", 7680)
+    assert settings.database_url == "sqlite:///majordomo.db"
+    assert settings.providers.openai == "https://api.openai.com"
+    assert settings.providers.anthropic == "https://api.anthropic.com"
+    assert settings.providers.gemini == "https://generativelanguage.googleapis.com"
+    assert settings.providers.gemini_openai == "https://generativelanguage.googleapis.com/v1beta/openai"
+
+
+def test_yaml_then_env_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "majordomo.yaml"
+    config.write_text(
+        "server:\n  host: 0.0.0.0\n  port: 9000\n"
+        "database:\n  url: sqlite:///from-file.db\n"
+        "providers:\n  openai:\n    base_url: http://127.0.0.1:1/\n"
+    )
+    env = {"MAJORDOMO_SERVER_PORT": "9100", "MAJORDOMO_PROVIDERS_ANTHROPIC_BASE_URL": "http://127.0.0.1:2"}
+    settings = load_settings(config, environ=env)
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 9100  # env wins over the file
+    assert settings.database_url == "sqlite:///from-file.db"
+    assert settings.providers.openai == "http://127.0.0.1:1"  # trailing slash dropped
+    assert settings.providers.anthropic == "http://127.0.0.1:2"
+    assert load_settings(config, environ=env, port=9200).port == 9200  # CLI flag wins over env
+
+
+def test_legacy_postgres_variables_build_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "MAJORDOMO_STORAGE_POSTGRES_HOST": "db.internal",
+        "MAJORDOMO_STORAGE_POSTGRES_PORT": "6543",
+        "MAJORDOMO_STORAGE_POSTGRES_USER": "mdm",
+        "MAJORDOMO_STORAGE_POSTGRES_PASSWORD": "p@ss word",
+        "MAJORDOMO_STORAGE_POSTGRES_DATABASE": "logs",
+    }
+    assert load_settings(environ=env).database_url == "postgresql://mdm:p%40ss%20word@db.internal:6543/logs"
+    # MAJORDOMO_DATABASE_URL, when also set, is the more specific setting and wins.
+    env["MAJORDOMO_DATABASE_URL"] = "postgresql://other/db"
+    assert load_settings(environ=env).database_url == "postgresql://other/db"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MAJORDOMO_SERVER_PORT": "seventy"}, "MAJORDOMO_SERVER_PORT"),
+        ({"MAJORDOMO_SERVER_PORT": "70000"}, "MAJORDOMO_SERVER_PORT"),
+        ({"MAJORDOMO_DATABASE_URL": "mysql://x"}, "MAJORDOMO_DATABASE_URL"),
+        ({"MAJORDOMO_PROVIDERS_OPENAI_BASE_URL": "ftp://x"}, "MAJORDOMO_PROVIDERS_OPENAI_BASE_URL"),
+        ({"MAJORDOMO_WRITER_FLUSH_INTERVAL": "-1"}, "MAJORDOMO_WRITER_FLUSH_INTERVAL"),
+    ],
+)
+def test_bad_values_fail_naming_the_setting(env: dict[str, str], named: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ=env)
+
+
+def test_bad_yaml_value_names_its_path(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("server:\n  port: nope\n")
+    with pytest.raises(ConfigError, match="server.port"):
+        load_settings(config, environ={})
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.yaml", environ={})

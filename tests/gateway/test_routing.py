@@ -1,0 +1,121 @@
+import pytest
+
+from majordomo_gateway.config import ProviderEndpoints
+from majordomo_gateway.providers.registry import PROVIDERS
+from majordomo_gateway.proxy.headers import canonical_name, split_headers, MetadataError
+from majordomo_gateway.proxy.routing import Router, RoutingError
+
+ENDPOINTS = ProviderEndpoints(openai="http://openai.test", anthropic="http://anthropic.test",
+                              gemini="http://gemini.test", gemini_openai="http://gemini.test/v1beta/openai")
+
+
+@pytest.fixture
+def router() -> Router:
+    return Router(ENDPOINTS, PROVIDERS)
+
+
+def resolve(router: Router, path: str, provider: str | None = None, query: bytes = b"") -> tuple[str, str]:
+    route = router.resolve(path, path.encode(), provider)
+    return route.name, route.upstream_url(path.encode(), query)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/chat/completions", ("openai", "http://openai.test/v1/chat/completions")),
+        ("/v1/completions", ("openai", "http://openai.test/v1/completions")),
+        ("/v1/embeddings", ("openai", "http://openai.test/v1/embeddings")),
+        ("/v1/responses", ("openai", "http://openai.test/v1/responses")),
+        ("/v1/models", ("openai", "http://openai.test/v1/models")),
+        ("/v1/messages", ("anthropic", "http://anthropic.test/v1/messages")),
+        ("/v1/messages/count_tokens", ("anthropic", "http://anthropic.test/v1/messages/count_tokens")),
+        ("/v1beta/models/gemini-2.0-flash:generateContent",
+         ("gemini", "http://gemini.test/v1beta/models/gemini-2.0-flash:generateContent")),
+        ("/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+         ("gemini", "http://gemini.test/v1beta/models/gemini-2.0-flash:streamGenerateContent")),
+    ],
+)
+def test_routes_by_path(router: Router, path: str, expected: tuple[str, str]) -> None:
+    assert resolve(router, path) == expected
+
+
+def test_query_is_kept(router: Router) -> None:
+    assert resolve(router, "/v1beta/models/g:streamGenerateContent", query=b"alt=sse&key=k")[1] == (
+        "http://gemini.test/v1beta/models/g:streamGenerateContent?alt=sse&key=k"
+    )
+
+
+@pytest.mark.parametrize("header", ["gemini-openai", "Gemini-OpenAI", "GEMINI-OPENAI"])
+def test_gemini_openai_header_strips_v1(router: Router, header: str) -> None:
+    assert resolve(router, "/v1/chat/completions", header) == (
+        "gemini-openai", "http://gemini.test/v1beta/openai/chat/completions"
+    )
+
+
+def test_provider_header_wins_over_path(router: Router) -> None:
+    assert resolve(router, "/v1/messages", "openai") == ("openai", "http://openai.test/v1/messages")
+
+
+def test_unknown_provider_lists_the_supported_ones(router: Router) -> None:
+    with pytest.raises(RoutingError) as info:
+        resolve(router, "/v1/chat/completions", "bedrock")
+    assert "openai, anthropic, gemini, gemini-openai" in info.value.message
+
+
+def test_unknown_path_is_refused_not_guessed(router: Router) -> None:
+    with pytest.raises(RoutingError) as info:
+        resolve(router, "/api/generate")
+    assert info.value.code == "unknown_route"
+    assert "/v1/messages" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [b"//evil.com/v1/chat/completions", b"/v1/../../etc", b"/v1/%2e%2e/x", b"/v1/%2E%2e/x", b"/./v1/x",
+     b"http://evil.com/v1/chat/completions", b"/v1\\..\\x", b"/v1/a%2fb", b"/v1/\x00x"],
+)
+def test_paths_that_could_change_the_upstream_are_refused(router: Router, raw_path: bytes) -> None:
+    with pytest.raises(RoutingError):
+        router.resolve(raw_path.decode("latin-1"), raw_path, None)
+
+
+def test_provider_header_cannot_choose_a_host(router: Router) -> None:
+    with pytest.raises(RoutingError):
+        resolve(router, "/v1/chat/completions", "http://evil.com")
+
+
+def test_metadata_names_are_canonical_and_secrets_split_out() -> None:
+    headers = split_headers(
+        [
+            (b"x-majordomo-key", b"mdm_sk_abc"),
+            (b"x-majordomo-user-id", b"u1"),
+            (b"x-majordomo-feature", b"chat"),
+            (b"x-majordomo-provider", b"openai"),
+            (b"x-majordomo-provider-alias", b"team-a"),
+            (b"x-majordomo-custom-thing", b"v"),
+            (b"authorization", b"Bearer sk-1"),
+            (b"connection", b"keep-alive, x-drop"),
+            (b"x-drop", b"1"),
+            (b"host", b"localhost"),
+            (b"accept-encoding", b"gzip, br, zstd"),
+        ],
+        max_metadata=8, max_value_bytes=100,
+    )
+    assert headers.majordomo_key == "mdm_sk_abc"
+    assert headers.provider == "openai"
+    assert headers.provider_alias == "team-a"
+    assert headers.metadata == {"User-Id": "u1", "Feature": "chat", "Custom-Thing": "v"}
+    assert headers.forward == [("authorization", "Bearer sk-1"), ("accept-encoding", "gzip")]
+
+
+def test_canonical_name() -> None:
+    assert canonical_name("user-id") == "User-Id"
+    assert canonical_name("SESSION-ID") == "Session-Id"
+
+
+def test_metadata_limits() -> None:
+    with pytest.raises(MetadataError, match="X-Majordomo-Feature"):
+        split_headers([(b"x-majordomo-feature", b"x" * 101)], max_metadata=8, max_value_bytes=100)
+    with pytest.raises(MetadataError, match="more than 2"):
+        split_headers([(f"x-majordomo-m{i}".encode(), b"v") for i in range(3)], max_metadata=2,
+                      max_value_bytes=100)
