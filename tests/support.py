@@ -137,7 +137,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 — owned by the child
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen([str(BIN / "majordomo"), "serve"], env=self.env(),
                                         cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from majordomo_gateway.config import ConfigError, load_settings
 
 
@@ -68,7 +67,7 @@ def test_bad_values_fail_naming_the_setting(env: dict[str, str], named: str, tmp
 def test_bad_yaml_value_names_its_path(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("server:\n  port: nope\n")
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match=r"server\.port"):
         load_settings(config, environ={})
 
 

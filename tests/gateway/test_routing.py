@@ -1,8 +1,7 @@
 import pytest
-
 from majordomo_gateway.config import ProviderEndpoints
 from majordomo_gateway.providers.registry import PROVIDERS
-from majordomo_gateway.proxy.headers import canonical_name, split_headers, MetadataError
+from majordomo_gateway.proxy.headers import MetadataError, canonical_name, split_headers
 from majordomo_gateway.proxy.routing import Router, RoutingError
 
 ENDPOINTS = ProviderEndpoints(openai="http://openai.test", anthropic="http://anthropic.test",

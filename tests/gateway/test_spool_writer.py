@@ -8,6 +8,7 @@ from pathlib import Path
 from majordomo_gateway.storage.database import open_database
 from majordomo_gateway.storage.spool import Spool, decode, encode
 from majordomo_gateway.storage.writer import RowWriter
+
 from tests.gateway.test_storage import make_record
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import uuid_utils
-
 from majordomo_gateway.auth.keys import display_prefix, generate_key, hash_secret
 from majordomo_gateway.storage.database import Database, open_database
 from majordomo_gateway.storage.records import RequestRecord
+
 from tests.support import PostgresServer
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

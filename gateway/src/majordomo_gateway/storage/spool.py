@@ -111,7 +111,7 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True)
             name = f"{time.time_ns()}-{os.getpid()}{SPOOL_SUFFIX}"
             self._path = self.directory / name
-            self._file = open(self._path, "ab")  # noqa: SIM115 — held open for the process lifetime
+            self._file = open(self._path, "ab")
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._bytes = 0
         return self._file
@@ -151,7 +151,7 @@ class Spool:
     def claim(self, path: Path) -> ClaimedFile | None:
         """Lock and read a spool file; None when a live writer owns it or it is already gone."""
         try:
-            handle = open(path, "rb")  # noqa: SIM115 — closed by ClaimedFile
+            handle = open(path, "rb")
         except FileNotFoundError:
             return None
         try:
