@@ -1,0 +1,225 @@
+"""Anthropic's wire format: the Messages API, plain and streamed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.sse import (
+    SSEFramer,
+    as_int,
+    error_text,
+    event_name,
+    json_object,
+    parse_event,
+)
+from majordomo_gateway.usage import Usage
+
+__all__ = ["AnthropicProvider", "usage_from_anthropic"]
+
+# Usage fields that change the price of the same token counts; passed on in UsageResult.extra.
+_PRICING_HINTS = ("service_tier", "inference_geo", "speed")
+
+_MESSAGE_START = b"message_start"
+_MESSAGE_DELTA = b"message_delta"
+_ERROR = b"error"
+_WANTED = tuple(
+    prefix + name for prefix in (b"event: ", b"event:") for name in (_MESSAGE_START, _MESSAGE_DELTA, _ERROR)
+)
+
+
+def _bare_path(path: str) -> str:
+    return path.partition("?")[0].rstrip("/")
+
+
+def _reports_usage(path: str) -> bool:
+    # Only message creation is billed; /v1/messages/count_tokens and the batch endpoints are not
+    # (batch results are billed, but fetched as a JSONL file this gateway does not meter).
+    return _bare_path(path).endswith("/messages")
+
+
+def usage_from_anthropic(usage: Mapping[str, object]) -> Usage:
+    """Our Usage from an Anthropic ``usage`` object.
+
+    Anthropic reports uncached input, cache reads and cache writes as three disjoint counts; our
+    ``input_tokens`` is their sum.  Thinking is billed inside ``output_tokens``; newer API
+    versions also break it out in ``output_tokens_details.thinking_tokens``, which is used when
+    present (older responses leave ``reasoning_tokens`` at 0).
+    """
+    uncached = as_int(usage.get("input_tokens"))
+    reads = as_int(usage.get("cache_read_input_tokens"))
+    writes = as_int(usage.get("cache_creation_input_tokens"))
+    writes_1h = 0
+    cache_creation = usage.get("cache_creation")
+    if isinstance(cache_creation, Mapping):
+        writes_1h = as_int(cache_creation.get("ephemeral_1h_input_tokens"))
+    web_searches = 0
+    server_tools = usage.get("server_tool_use")
+    if isinstance(server_tools, Mapping):
+        web_searches = as_int(server_tools.get("web_search_requests"))
+    thinking = 0
+    out_details = usage.get("output_tokens_details")
+    if isinstance(out_details, Mapping):
+        thinking = as_int(out_details.get("thinking_tokens"))
+    return Usage(
+        input_tokens=uncached + reads + writes,
+        output_tokens=as_int(usage.get("output_tokens")),
+        cached_tokens=reads,
+        cache_creation_tokens=writes,
+        cache_creation_1h_tokens=writes_1h,
+        reasoning_tokens=thinking,
+        web_search_requests=web_searches,
+    )
+
+
+def _result(usage: Mapping[str, object] | None, model: object, *, count_usage: bool) -> UsageResult:
+    result = UsageResult(model=model if isinstance(model, str) and model else None)
+    if usage is None:
+        return result
+    if count_usage:
+        result.usage = usage_from_anthropic(usage)
+    for key in _PRICING_HINTS:
+        value = usage.get(key)
+        if isinstance(value, str):
+            result.extra[key] = value
+    return result
+
+
+def _parse_body(body: bytes, *, count_usage: bool) -> UsageResult:
+    obj = json_object(body)
+    if obj is None:
+        return UsageResult()
+    usage = obj.get("usage")
+    result = _result(usage if isinstance(usage, Mapping) else None, obj.get("model"), count_usage=count_usage)
+    if obj.get("type") == "error" or obj.get("error"):
+        result.error = error_text(obj.get("error"))
+    return result
+
+
+def _data_type(block: bytes) -> bytes | None:
+    """The JSON ``type`` of an event sent without an ``event:`` line (Anthropic always sends one;
+    some re-streaming proxies drop it).  Anthropic serialises ``type`` first."""
+    data = parse_event(block)[1]
+    if data is None:
+        return None
+    head = data[:40].replace(b" ", b"")
+    if not head.startswith(b'{"type":"'):
+        return None
+    end = head.find(b'"', 9)
+    return head[9:end] if end > 0 else None
+
+
+class _AnthropicStreamParser:
+    """Decodes only ``message_start``, ``message_delta`` and ``error`` events, one or two per
+    stream; text deltas, the bulk of it, are recognised by their first bytes and skipped."""
+
+    __slots__ = ("_count_usage", "_delta_usage", "_error", "_framer", "_request_model", "_start")
+
+    def __init__(self, request: RequestInfo, count_usage: bool) -> None:
+        self._framer = SSEFramer()
+        self._start: bytes | None = None
+        # What the message_delta events said, folded as they come so that their number is no
+        # concern; applied over message_start's usage in finish.
+        self._delta_usage: dict[str, object] | None = None
+        self._error: bytes | None = None
+        self._request_model = request.model
+        self._count_usage = count_usage
+
+    def feed(self, chunk: bytes) -> None:
+        for block in self._framer.feed(chunk):
+            self._see(block)
+
+    def _see(self, block: bytes) -> None:
+        if block.startswith(b"event:"):
+            if not block.startswith(_WANTED):
+                return  # content_block_*, ping, message_stop: the bulk, dismissed by their first bytes
+            name = event_name(block)
+        else:
+            name = _data_type(block)
+        if name == _MESSAGE_DELTA:
+            delta = json_object(parse_event(block)[1])
+            usage = delta.get("usage") if delta is not None else None
+            if isinstance(usage, Mapping):
+                # Counts in message_delta are cumulative; a field it omits (or nulls) keeps the
+                # value it had before.
+                merged = self._delta_usage if self._delta_usage is not None else {}
+                merged.update((k, v) for k, v in usage.items() if v is not None)
+                self._delta_usage = merged
+        elif name == _MESSAGE_START:
+            self._start = block
+        elif name == _ERROR:
+            self._error = block
+
+    def finish(self) -> UsageResult:
+        rest = self._framer.close()
+        if rest is not None:
+            nothing_seen = self._start is None and self._delta_usage is None and self._error is None
+            if nothing_seen and rest.lstrip()[:1] == b"{":
+                # Not a stream after all (an upstream error answered as plain JSON).
+                return _parse_body(rest, count_usage=self._count_usage)
+            self._see(rest)
+
+        model: object = None
+        merged: dict[str, object] | None = None
+        start = json_object(parse_event(self._start)[1]) if self._start is not None else None
+        if start is not None:
+            message = start.get("message")
+            if isinstance(message, Mapping):
+                model = message.get("model")
+                usage = message.get("usage")
+                if isinstance(usage, Mapping):
+                    merged = dict(usage)
+        if self._delta_usage is not None:
+            merged = {**merged, **self._delta_usage} if merged is not None else self._delta_usage
+
+        result = _result(merged, model, count_usage=self._count_usage)
+        if result.model is None:
+            result.model = self._request_model
+        if self._error is not None:
+            error = json_object(parse_event(self._error)[1])
+            result.error = error_text(error.get("error") if error is not None else None)
+        return result
+
+
+class AnthropicProvider:
+    """The Anthropic Messages API."""
+
+    __slots__ = ("name",)
+
+    def __init__(self) -> None:
+        self.name = "anthropic"
+
+    def __repr__(self) -> str:
+        return "AnthropicProvider()"
+
+    def handles_path(self, path: str) -> bool:
+        p = _bare_path(path)
+        return p == "/v1/messages" or p.startswith("/v1/messages/")
+
+    def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        key = headers.get("x-api-key")
+        if key:
+            return key.strip() or None
+        auth = headers.get("authorization")
+        if not auth:
+            return None
+        scheme, _, token = auth.strip().partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+
+    def request_info(self, path: str, body: bytes) -> RequestInfo:
+        obj = json_object(body)
+        if obj is None:
+            return RequestInfo()
+        model = obj.get("model")
+        return RequestInfo(model=model if isinstance(model, str) else None, stream=obj.get("stream") is True)
+
+    def parse_response(self, path: str, body: bytes) -> UsageResult:
+        if body[:64].lstrip().startswith((b"event:", b"data:", b":")):
+            # A buffered SSE body: read it the way a stream would have been read.
+            parser = self.stream_parser(path, RequestInfo())
+            parser.feed(body)
+            return parser.finish()
+        return _parse_body(body, count_usage=_reports_usage(path))
+
+    def stream_parser(self, path: str, request: RequestInfo) -> StreamUsageParser:
+        return _AnthropicStreamParser(request, count_usage=_reports_usage(path))

@@ -1,0 +1,273 @@
+"""Google Gemini's native API (``generativelanguage.googleapis.com``): generateContent and
+streamGenerateContent.
+
+Gemini's OpenAI-compatible endpoint is not here: it is ``OpenAIProvider(name="gemini")``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import unquote
+
+import orjson
+
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.sse import SSEFramer, as_int, error_text, json_object, parse_event
+from majordomo_gateway.usage import Usage
+
+__all__ = ["GeminiProvider", "model_from_path", "usage_from_gemini"]
+
+_USAGE_FIELD = "usageMetadata"
+_USAGE_KEY = b'"usageMetadata"'
+
+# `models/{model}:{method}`, also under `tunedModels/` and Vertex-style
+# `projects/.../publishers/google/models/`.  Model ids never contain "/" or ":".
+_MODEL_IN_PATH = re.compile(r"(?:^|/)(models|tunedModels)/([^/:?]+)")
+_NATIVE_CALL = re.compile(r"^/v1(?:alpha|beta)?\d*/(?:models|tunedModels)/[^/:]+:[A-Za-z]+$")
+
+# Methods whose response does not report tokens that were billed.
+_UNBILLED_METHODS = (":countTokens", ":countMessageTokens", ":countTextTokens")
+
+
+def _bare_path(path: str) -> str:
+    path = path.partition("?")[0]
+    # A client may percent-encode the ":" of `model:method`.
+    return unquote(path) if "%" in path else path
+
+
+def model_from_path(path: str) -> str | None:
+    """``.../models/gemini-2.0-flash:generateContent`` → ``gemini-2.0-flash``.
+
+    A tuned model keeps its collection (``tunedModels/my-model``): it is not the base model of
+    the same name and must not be priced as one.
+    """
+    match = _MODEL_IN_PATH.search(_bare_path(path))
+    if match is None:
+        return None
+    collection, model = match.groups()
+    return model if collection == "models" else f"{collection}/{model}"
+
+
+def usage_from_gemini(meta: Mapping[str, object]) -> Usage:
+    """Our Usage from Gemini's ``usageMetadata``.
+
+    ``promptTokenCount`` already includes ``cachedContentTokenCount``; tool-use prompt tokens
+    (e.g. search results fed back to the model) are billed as input on top of it, and thinking
+    tokens are billed as output on top of ``candidatesTokenCount``.
+    """
+    thoughts = as_int(meta.get("thoughtsTokenCount"))
+    return Usage(
+        input_tokens=as_int(meta.get("promptTokenCount")) + as_int(meta.get("toolUsePromptTokenCount")),
+        output_tokens=as_int(meta.get("candidatesTokenCount")) + thoughts,
+        cached_tokens=as_int(meta.get("cachedContentTokenCount")),
+        reasoning_tokens=thoughts,
+    )
+
+
+def _model_version(obj: Mapping[str, object]) -> str | None:
+    version = obj.get("modelVersion")
+    if isinstance(version, str) and version:
+        return version.removeprefix("models/")
+    return None
+
+
+def _result_from_objects(
+    objects: list[dict[str, object]], fallback_model: str | None, *, count_usage: bool
+) -> UsageResult:
+    """UsageResult from response objects in stream order (one for generateContent)."""
+    result = UsageResult()
+    for obj in reversed(objects):
+        meta = obj.get(_USAGE_FIELD)
+        if isinstance(meta, Mapping):
+            # Stream chunks carry cumulative counts: the last report is the total.
+            if count_usage:
+                result.usage = usage_from_gemini(meta)
+            result.model = _model_version(obj)
+            break
+    if result.model is None:
+        result.model = next(
+            (m for m in map(_model_version, reversed(objects)) if m is not None), fallback_model
+        )
+    if objects and objects[-1].get("error"):
+        # An error ends the stream, so only the last object can be one.
+        result.error = error_text(objects[-1]["error"])
+    return result
+
+
+def _decode_elements(piece: bytes) -> list[dict[str, object]]:
+    """The objects in a stretch of a streamed JSON array: one element, several, or the whole
+    array, with or without its brackets and separating commas.  Bad JSON gives []."""
+    text = piece.strip().lstrip(b"[,").rstrip(b"]").strip()
+    if not text:
+        return []
+    try:
+        value = orjson.loads(b"[" + text + b"]")
+    except orjson.JSONDecodeError:
+        return []
+    return [v for v in value if isinstance(v, dict)]
+
+
+# A comma between two top-level elements of a pretty-printed array starts its line (Google:
+# `}\n,\r\n{`) or follows a `}` that starts its line (`},\r\n{`): only a top-level element closes
+# at column 0, nested ones are indented.  A raw newline cannot occur inside a JSON string, so
+# neither pattern can match inside text.
+_SEPARATOR = b"\n,"
+_SEPARATOR_AFTER_BRACE = b"\n},"
+
+
+def _has_separator(data: bytes) -> bool:
+    return _SEPARATOR in data or _SEPARATOR_AFTER_BRACE in data
+
+
+class _ArrayElements:
+    """Splits a streamed, pretty-printed JSON array into its elements without parsing it.
+
+    Only the element being received is held.  An array written without newlines has no
+    recognisable separator, so it is held whole and handed back by ``close`` to be decoded at once.
+    """
+
+    __slots__ = ("_last2", "_pending")
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._last2 = b""  # a separator can straddle two chunks
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        pending = self._pending
+        pending.append(chunk)
+        if not _has_separator(chunk) and not _has_separator(self._last2 + chunk[:2]):
+            self._last2 = (self._last2 + chunk[-2:])[-2:]
+            return []
+        data = b"".join(pending)
+        pending.clear()
+        if _SEPARATOR_AFTER_BRACE in data:
+            data = data.replace(_SEPARATOR_AFTER_BRACE, b"\n}\n,")
+        elements = data.split(_SEPARATOR)
+        tail = elements.pop()
+        if tail:
+            pending.append(tail)
+        self._last2 = tail[-2:]
+        return elements
+
+    def close(self) -> bytes | None:
+        rest = b"".join(self._pending)
+        self._pending.clear()
+        return rest or None
+
+
+class _GeminiStreamParser:
+    """Keeps the last element or event that mentions ``usageMetadata``, and the very last one
+    (where an error would be), and decodes only those in ``finish``.
+
+    With ``?alt=sse`` the body is server-sent events; without, one JSON array written
+    incrementally, which ``_ArrayElements`` splits.  The first byte tells which.
+    """
+
+    __slots__ = (
+        "_count_usage",
+        "_last",
+        "_mode",
+        "_request_model",
+        "_splitter",
+        "_usage",
+        "_usage_before",
+    )
+
+    def __init__(self, request: RequestInfo, count_usage: bool) -> None:
+        self._mode = b""  # b"sse" or b"json" once the first byte says which
+        self._splitter: SSEFramer | _ArrayElements | None = None
+        self._usage: bytes | None = None
+        self._usage_before: bytes | None = None
+        self._last: bytes | None = None
+        self._request_model = request.model
+        self._count_usage = count_usage
+
+    def feed(self, chunk: bytes) -> None:
+        splitter = self._splitter
+        if splitter is None:
+            head = chunk.lstrip()
+            if not head:
+                return  # whitespace before the body proper matters to neither format
+            if head[:1] in (b"[", b"{"):
+                self._mode = b"json"
+                splitter = self._splitter = _ArrayElements()
+            else:
+                self._mode = b"sse"
+                splitter = self._splitter = SSEFramer()
+        for piece in splitter.feed(chunk):
+            self._see(piece)
+
+    def _see(self, piece: bytes) -> None:
+        # Searched from the end, where Gemini puts usageMetadata.
+        if piece.rfind(_USAGE_KEY) >= 0:
+            # The one before is kept too: if the stream is cut inside the last report, the
+            # previous one is the best count there is.
+            self._usage_before = self._usage
+            self._usage = piece
+        self._last = piece
+
+    def _decode(self, piece: bytes | None) -> list[dict[str, object]]:
+        if piece is None:
+            return []
+        if self._mode == b"sse":
+            obj = json_object(parse_event(piece)[1])
+            return [obj] if obj is not None else []
+        return _decode_elements(piece)
+
+    def finish(self) -> UsageResult:
+        rest = self._splitter.close() if self._splitter is not None else None
+        if rest is not None:
+            self._see(rest)
+        objects = self._decode(self._last)
+        if not any(_USAGE_FIELD in obj for obj in objects):
+            for piece in (self._usage, self._usage_before):
+                if piece is not None and piece is not self._last:
+                    found = self._decode(piece)
+                    if any(_USAGE_FIELD in obj for obj in found):
+                        objects = found + objects
+                        break
+        return _result_from_objects(objects, self._request_model, count_usage=self._count_usage)
+
+
+class GeminiProvider:
+    """The Gemini API's native surface."""
+
+    __slots__ = ("name",)
+
+    def __init__(self) -> None:
+        self.name = "gemini"
+
+    def __repr__(self) -> str:
+        return "GeminiProvider()"
+
+    def handles_path(self, path: str) -> bool:
+        p = _bare_path(path)
+        if p.startswith(("/v1beta/", "/v1alpha/")):
+            # Only Gemini uses these prefixes, except its OpenAI-compatible surface.
+            return not p.startswith(("/v1beta/openai/", "/v1alpha/openai/"))
+        # Under plain /v1 only `model:method` calls are Gemini's (/v1/models is OpenAI's).
+        return _NATIVE_CALL.match(p) is not None
+
+    def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        return headers.get("x-goog-api-key") or query.get("key") or None
+
+    def request_info(self, path: str, body: bytes) -> RequestInfo:
+        # The model and the streaming flag are both in the path: the body need not be parsed.
+        return RequestInfo(model=model_from_path(path), stream=":streamGenerateContent" in _bare_path(path))
+
+    def parse_response(self, path: str, body: bytes) -> UsageResult:
+        count_usage = not _bare_path(path).endswith(_UNBILLED_METHODS)
+        head = body[:64].lstrip()
+        if head.startswith((b"data:", b"event:", b":")) or head[:1] == b"[":
+            # A buffered stream (SSE or JSON array): read it as one.
+            parser = _GeminiStreamParser(RequestInfo(model=model_from_path(path)), count_usage)
+            parser.feed(body)
+            return parser.finish()
+        obj = json_object(body)
+        objects = [obj] if obj is not None else []
+        return _result_from_objects(objects, model_from_path(path), count_usage=count_usage)
+
+    def stream_parser(self, path: str, request: RequestInfo) -> StreamUsageParser:
+        count_usage = not _bare_path(path).endswith(_UNBILLED_METHODS)
+        return _GeminiStreamParser(request, count_usage)

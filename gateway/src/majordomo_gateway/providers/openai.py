@@ -1,0 +1,252 @@
+"""OpenAI's wire format: Chat Completions, legacy Completions, Embeddings and the Responses API.
+
+The same class serves every OpenAI-compatible upstream (Gemini's ``/v1beta/openai/`` endpoint is
+registered as ``OpenAIProvider(name="gemini")``), so nothing here assumes the upstream is OpenAI:
+surfaces are recognised by the end of the path and usage by the shape of the ``usage`` object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.sse import (
+    SSEFramer,
+    as_int,
+    error_text,
+    has_object_value,
+    json_object,
+    parse_event,
+)
+from majordomo_gateway.usage import Usage
+
+__all__ = ["OpenAIProvider", "usage_from_openai"]
+
+_HANDLED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"})
+
+# Events of the Responses API whose `response` object is final and carries the usage.
+_RESPONSE_FINAL_TYPES = frozenset({"response.completed", "response.failed", "response.incomplete"})
+
+
+def _bare_path(path: str) -> str:
+    return path.partition("?")[0].rstrip("/")
+
+
+def _reports_new_usage(path: str) -> bool:
+    """False for endpoints that return an already-billed object again.
+
+    ``GET /v1/responses/{id}`` (and its streamed replay), ``/cancel``, ``/input_items``,
+    ``/input_tokens`` and stored chat completions under ``/v1/chat/completions/{id}`` would
+    otherwise record the original request's tokens a second time.
+    """
+    p = _bare_path(path)
+    if "/responses/" in p:
+        return p.endswith("/responses/compact")
+    return "/chat/completions/" not in p
+
+
+def usage_from_openai(usage: Mapping[str, object]) -> Usage:
+    """Our Usage from an OpenAI ``usage`` object, in either of its two shapes.
+
+    Chat/Completions/Embeddings say ``prompt_tokens``/``completion_tokens``; the Responses API
+    (and the audio endpoints) say ``input_tokens``/``output_tokens``.  Cached tokens are already
+    part of the prompt count and reasoning tokens part of the completion count.
+    """
+    if "input_tokens" in usage or "output_tokens" in usage:
+        input_tokens = as_int(usage.get("input_tokens"))
+        output_tokens = as_int(usage.get("output_tokens"))
+        in_details = usage.get("input_tokens_details")
+        out_details = usage.get("output_tokens_details")
+    else:
+        input_tokens = as_int(usage.get("prompt_tokens"))
+        output_tokens = as_int(usage.get("completion_tokens"))
+        in_details = usage.get("prompt_tokens_details")
+        out_details = usage.get("completion_tokens_details")
+    cached = writes = reasoning = 0
+    if isinstance(in_details, Mapping):
+        cached = as_int(in_details.get("cached_tokens"))
+        writes = as_int(in_details.get("cache_write_tokens"))
+    if isinstance(out_details, Mapping):
+        reasoning = as_int(out_details.get("reasoning_tokens"))
+    if reasoning:
+        # Some OpenAI-compatible servers leave reasoning out of completion_tokens; their
+        # total_tokens gives them away.  OpenAI itself always has total == prompt + completion.
+        total = as_int(usage.get("total_tokens"))
+        if total == input_tokens + output_tokens + reasoning and total != input_tokens + output_tokens:
+            output_tokens += reasoning
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached,
+        cache_creation_tokens=writes,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _model_name(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    # Gemini's compatibility layer may answer with its native resource name.
+    return value.removeprefix("models/")
+
+
+def _result_from_object(obj: Mapping[str, object], *, count_usage: bool) -> UsageResult:
+    """UsageResult from a decoded response body, chat chunk, or Responses API event."""
+    result = UsageResult()
+    target: Mapping[str, object] = obj
+    response = obj.get("response")
+    if isinstance(response, Mapping) and (obj.get("type") in _RESPONSE_FINAL_TYPES or "usage" not in obj):
+        # A Responses API streaming event wraps the response object.
+        target = response
+    result.model = _model_name(target.get("model"))
+    tier = target.get("service_tier")
+    if isinstance(tier, str):
+        # Flex and priority processing are priced differently from the default tier.
+        result.extra["service_tier"] = tier
+    usage = target.get("usage")
+    if count_usage and isinstance(usage, Mapping):
+        result.usage = usage_from_openai(usage)
+    error = _error_of(obj) or target.get("error")
+    if error:
+        result.error = error_text(error)
+    return result
+
+
+def _error_of(obj: Mapping[str, object]) -> object:
+    error = obj.get("error")
+    if not error and obj.get("type") == "error":
+        # The Responses API's `error` event has code and message at the top level.
+        return {"code": obj.get("code"), "message": obj.get("message")}
+    return error
+
+
+class _OpenAIStreamParser:
+    """Keeps the raw bytes of the last event carrying a usage object and decodes only that one.
+
+    With ``stream_options.include_usage`` every Chat chunk has ``"usage":null`` and the last one
+    a usage object; in the Responses API the usage rides in ``response.completed`` (or
+    ``.failed``/``.incomplete``).  Either way it is the last such event that counts.
+    """
+
+    __slots__ = ("_count_usage", "_error_block", "_first", "_framer", "_request_model", "_usage_block")
+
+    def __init__(self, request: RequestInfo, count_usage: bool) -> None:
+        self._framer = SSEFramer()
+        self._usage_block: bytes | None = None
+        self._error_block: bytes | None = None
+        # The first event names the model even when the stream never reports usage.
+        self._first: bytes | None = None
+        self._request_model = request.model
+        self._count_usage = count_usage
+
+    def feed(self, chunk: bytes) -> None:
+        for block in self._framer.feed(chunk):
+            self._see(block)
+
+    def _see(self, block: bytes) -> None:
+        if self._first is None and b'"model"' in block:
+            self._first = block
+        if has_object_value(block, b'"usage"'):
+            self._usage_block = block
+        elif _is_error_event(block):
+            self._error_block = block
+
+    def finish(self) -> UsageResult:
+        rest = self._framer.close()
+        if rest is not None:
+            if self._first is None and self._usage_block is None and rest.lstrip()[:1] == b"{":
+                # Not a stream after all (an upstream error answered as plain JSON).
+                return _parse_body(rest, count_usage=self._count_usage)
+            self._see(rest)
+        result = UsageResult()
+        source = self._usage_block or self._first
+        if source is not None:
+            obj = json_object(parse_event(source)[1])
+            if obj is not None:
+                result = _result_from_object(obj, count_usage=self._count_usage)
+        if self._error_block is not None and self._error_block is not source:
+            obj = json_object(parse_event(self._error_block)[1])
+            if obj is not None:
+                result.error = _result_from_object(obj, count_usage=False).error
+        if result.model is None:
+            result.model = self._request_model
+        return result
+
+
+# How an error event starts: Chat's `data: {"error":...}`, the Responses API's `error` event
+# (named, or not when a relay drops `event:` lines), and `response.failed`, whose usage may be
+# null.  Matching the head only keeps text deltas that mention "error" from costing a full scan.
+_ERROR_DATA_STARTS = (
+    b'{"error"',
+    b'{ "error"',
+    b'{"type":"error"',
+    b'{"type": "error"',
+    b'{"type":"response.failed"',
+    b'{"type": "response.failed"',
+)
+_ERROR_STARTS = (
+    *(b"data: " + data for data in _ERROR_DATA_STARTS),
+    *(b"data:" + data for data in _ERROR_DATA_STARTS),
+    b"event: error\n",
+    b"event:error\n",
+    b"event: response.failed\n",
+    b"event:response.failed\n",
+)
+
+
+def _is_error_event(block: bytes) -> bool:
+    return block.startswith(_ERROR_STARTS)
+
+
+def _parse_body(body: bytes, *, count_usage: bool) -> UsageResult:
+    obj = json_object(body)
+    if obj is None:
+        return UsageResult()
+    return _result_from_object(obj, count_usage=count_usage)
+
+
+class OpenAIProvider:
+    """OpenAI, or any upstream speaking OpenAI's API under another ``name``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = "openai") -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(name={self.name!r})"
+
+    def handles_path(self, path: str) -> bool:
+        p = _bare_path(path)
+        return p in _HANDLED or p.startswith("/v1/responses/")
+
+    def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        return _bearer(headers.get("authorization"))
+
+    def request_info(self, path: str, body: bytes) -> RequestInfo:
+        obj = json_object(body)
+        if obj is None:
+            return RequestInfo()
+        model = obj.get("model")
+        return RequestInfo(model=model if isinstance(model, str) else None, stream=obj.get("stream") is True)
+
+    def parse_response(self, path: str, body: bytes) -> UsageResult:
+        if body[:64].lstrip().startswith((b"data:", b"event:", b":")):
+            # A buffered SSE body: read it the way a stream would have been read.
+            parser = self.stream_parser(path, RequestInfo())
+            parser.feed(body)
+            return parser.finish()
+        return _parse_body(body, count_usage=_reports_new_usage(path))
+
+    def stream_parser(self, path: str, request: RequestInfo) -> StreamUsageParser:
+        return _OpenAIStreamParser(request, count_usage=_reports_new_usage(path))
+
+
+def _bearer(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
