@@ -1,0 +1,124 @@
+"""agno models routed through the Majordomo Gateway.
+
+agno has no per-run header settings for every model class, so the ``X-Majordomo-*`` metadata is fixed
+when the model is created and sent as the SDK client's default headers on every request. Create one
+model per feature/step you want to tell apart in the logs (models are cheap to create).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, overload
+
+try:
+    from agno.models.anthropic import Claude
+    from agno.models.openai import OpenAIChat, OpenAILike
+except ImportError as error:  # pragma: no cover - exercised only without the extra installed
+    raise ImportError(
+        "majordomo_frameworks.agno needs agno with the openai and anthropic SDKs: "
+        'pip install "majordomo-frameworks[agno]"'
+    ) from error
+
+from ._config import PROVIDER_DEFAULTS, Provider, get_gateway_url, get_provider_api_key, validate_provider
+from ._headers import GEMINI_OPENAI_ROUTE, build_headers
+
+__all__ = ["create_model"]
+
+
+@overload
+def create_model(
+    provider: Literal["anthropic"],
+    model_id: str | None = None,
+    *,
+    feature: str | None = None,
+    step: str | None = None,
+    user_id: str | int | None = None,
+    session_id: str | int | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> Claude: ...
+
+
+@overload
+def create_model(
+    provider: Literal["openai", "gemini"],
+    model_id: str | None = None,
+    *,
+    feature: str | None = None,
+    step: str | None = None,
+    user_id: str | int | None = None,
+    session_id: str | int | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> OpenAIChat: ...
+
+
+@overload
+def create_model(
+    provider: Provider,
+    model_id: str | None = None,
+    *,
+    feature: str | None = None,
+    step: str | None = None,
+    user_id: str | int | None = None,
+    session_id: str | int | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> Claude | OpenAIChat: ...
+
+
+def create_model(
+    provider: Provider,
+    model_id: str | None = None,
+    *,
+    feature: str | None = None,
+    step: str | None = None,
+    user_id: str | int | None = None,
+    session_id: str | int | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> Claude | OpenAIChat:
+    """An agno model for ``provider`` that sends its requests through the Majordomo Gateway.
+
+    - ``"openai"``: ``OpenAIChat`` with ``base_url=<gateway>/v1`` (``/v1/chat/completions``).
+    - ``"gemini"``: ``OpenAILike`` (an ``OpenAIChat`` that keeps the ``system`` role, which Gemini's
+      OpenAI-compatible API expects) with ``base_url=<gateway>/v1``, ``X-Majordomo-Provider: gemini-openai``
+      and ``GEMINI_API_KEY``.
+    - ``"anthropic"``: ``Claude``; agno's ``Claude`` has no ``base_url`` field, so the gateway URL goes in
+      ``client_params={"base_url": <gateway>}``, which agno passes to the Anthropic SDK client (the SDK adds
+      ``/v1/messages``, the gateway's native Anthropic route).
+
+    ``X-Majordomo-Key`` and the given metadata are sent as default headers on every request. Raises
+    ``ValueError`` for an unknown provider and ``MissingEnvironmentVariableError`` (a ``ValueError``)
+    naming ``MAJORDOMO_API_KEY`` or the provider's key variable when it is unset.
+    """
+    provider = validate_provider(provider)
+    model = model_id or PROVIDER_DEFAULTS[provider]
+    gateway_url = get_gateway_url()
+    default_headers = build_headers(
+        provider_header=GEMINI_OPENAI_ROUTE if provider == "gemini" else None,
+        feature=feature,
+        step=step,
+        user_id=user_id,
+        session_id=session_id,
+        extra_headers=extra_headers,
+    )
+    api_key = get_provider_api_key(provider)
+
+    if provider == "anthropic":
+        return Claude(
+            id=model,
+            api_key=api_key,
+            default_headers=default_headers,
+            client_params={"base_url": gateway_url},
+        )
+    if provider == "gemini":
+        return OpenAILike(
+            id=model,
+            name="Gemini",
+            api_key=api_key,
+            base_url=f"{gateway_url}/v1",
+            default_headers=default_headers,
+        )
+    return OpenAIChat(
+        id=model,
+        api_key=api_key,
+        base_url=f"{gateway_url}/v1",
+        default_headers=default_headers,
+    )
