@@ -87,7 +87,7 @@ async def test_multi_step_workflow_and_per_user_queries(guide_env: GatewayProces
 def test_missing_majordomo_api_key_raises_the_guides_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAJORDOMO_API_KEY", raising=False)
     monkeypatch.setenv("ANTHROPIC_API_KEY", PROVIDER_KEYS["ANTHROPIC_API_KEY"])
-    with pytest.raises(ValueError, match="^MAJORDOMO_API_KEY environment variable is required$"):
+    with pytest.raises(ValueError, match=r"^MAJORDOMO_API_KEY environment variable is required$"):
         create_model("anthropic")
 
 

@@ -48,6 +48,8 @@ class Settings:
     abandoned_stream_max_bytes: int = 8 * 1024 * 1024
     max_metadata_headers: int = 32
     max_metadata_value_bytes: int = 1024
+    # Ask OpenAI-style chat streams for usage (stream_options.include_usage) and hide the extra chunk.
+    inject_stream_usage: bool = True
     key_cache_ttl: float = 10.0
     key_cache_size: int = 10_000
     writer_batch_size: int = 500
@@ -108,6 +110,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 # dotted path → (Settings field, parser).  The path is the YAML location and the env var name.
 _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "server.host": ("host", _text),
@@ -120,6 +133,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "proxy.abandoned_stream_max_bytes": ("abandoned_stream_max_bytes", _positive_int),
     "proxy.max_metadata_headers": ("max_metadata_headers", _positive_int),
     "proxy.max_metadata_value_bytes": ("max_metadata_value_bytes", _positive_int),
+    "proxy.inject_stream_usage": ("inject_stream_usage", _flag),
     "auth.cache_ttl": ("key_cache_ttl", _positive_float),
     "auth.cache_size": ("key_cache_size", _positive_int),
     "writer.batch_size": ("writer_batch_size", _positive_int),

@@ -21,6 +21,9 @@ class RequestInfo:
 
     model: str | None = None
     stream: bool = False
+    # OpenAI-style streams: the request's ``stream_options.include_usage``; None when the body has
+    # no ``stream_options`` at all (the gateway may then ask for usage itself).
+    include_usage: bool | None = None
 
 
 @dataclass(slots=True)

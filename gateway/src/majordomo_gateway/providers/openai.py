@@ -228,7 +228,13 @@ class OpenAIProvider:
         if obj is None:
             return RequestInfo()
         model = obj.get("model")
-        return RequestInfo(model=model if isinstance(model, str) else None, stream=obj.get("stream") is True)
+        stream = obj.get("stream") is True
+        include_usage: bool | None = None
+        if stream and "stream_options" in obj:
+            options = obj["stream_options"]
+            include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+        return RequestInfo(model=model if isinstance(model, str) else None, stream=stream,
+                           include_usage=include_usage)
 
     def parse_response(self, path: str, body: bytes) -> UsageResult:
         if body[:64].lstrip().startswith((b"data:", b"event:", b":")):
