@@ -24,6 +24,7 @@ lint: install
 ## The whole default test suite (needs PostgreSQL on 127.0.0.1:5432; see README)
 test: install lint
 	$(BIN)/pytest -q
+	PYDANTIC_AI_1X_VENV=.venv-pai1 bash frameworks/scripts/test-pydantic-ai-1x.sh
 
 ## Long fault-injection and load runs
 test-slow: install
@@ -33,4 +34,4 @@ bench: install
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-pai1 .pytest_cache .ruff_cache
