@@ -1,4 +1,4 @@
-"""``majordomo``: run the gateway, manage API keys, migrate the database.
+"""``majordomo``: run the gateway, manage API keys, migrate the database, inspect prices, reprice.
 
 Every subcommand reads the same configuration as the server (``--config``/``majordomo.yaml``,
 ``MAJORDOMO_*`` variables, ``--database-url``), so ``majordomo keys create`` writes to the
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from majordomo_gateway import __version__
 from majordomo_gateway.cli import db as db_commands
 from majordomo_gateway.cli import keys as key_commands
+from majordomo_gateway.cli import pricing as pricing_commands
+from majordomo_gateway.cli import reprice as reprice_command
 from majordomo_gateway.cli import serve as serve_command
 from majordomo_gateway.config import ConfigError
 
@@ -23,6 +25,9 @@ examples:
   majordomo serve --database-url postgresql://postgres@127.0.0.1:5432/majordomo
   majordomo keys create --name dev             # prints mdm_sk_... once
   majordomo keys list --json
+  majordomo pricing show claude-sonnet-4-5     # the prices charged, and where they come from
+  majordomo pricing unpriced                   # models seen without a price
+  majordomo reprice --since 2025-06-01 --dry-run
   sqlite3 majordomo.db "SELECT raw_metadata->>'Feature', SUM(total_cost) FROM llm_requests GROUP BY 1"
 """
 
@@ -62,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=db_commands.migrate)
 
     key_commands.add_parsers(commands, _common)
+    pricing_commands.add_parsers(commands, _common)
+    reprice_command.add_parser(commands, _common)
     return parser
 
 

@@ -23,7 +23,7 @@ class RequestInfo:
     stream: bool = False
     # OpenAI-style streams: the request's ``stream_options.include_usage``; None when the body has
     # no ``stream_options`` at all (the gateway may then ask for usage itself).
-    include_usage: bool | None = None
+    include_usage: bool | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)

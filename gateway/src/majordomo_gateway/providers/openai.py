@@ -32,17 +32,31 @@ def _bare_path(path: str) -> str:
     return path.partition("?")[0].rstrip("/")
 
 
-def _reports_new_usage(path: str) -> bool:
-    """False for endpoints that return an already-billed object again.
+# Endpoints whose answer reports tokens that this very request was billed for.
+_BILLED_SUFFIXES = (
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/responses",
+    "/responses/compact",
+    "/audio/transcriptions",
+    "/audio/translations",
+    "/audio/speech",
+    "/images/generations",
+    "/images/edits",
+    "/moderations",
+)
 
-    ``GET /v1/responses/{id}`` (and its streamed replay), ``/cancel``, ``/input_items``,
-    ``/input_tokens`` and stored chat completions under ``/v1/chat/completions/{id}`` would
-    otherwise record the original request's tokens a second time.
+
+def _reports_new_usage(path: str) -> bool:
+    """True only for the endpoints that bill the request they answer.
+
+    Everything else under /v1/ is not metered: retrieving an already-billed object would record its
+    tokens a second time (``GET /v1/responses/{id}`` and its streamed replay, ``/cancel``,
+    ``/input_items``, ``/input_tokens``, stored chat completions under ``/v1/chat/completions/{id}``,
+    batch objects), and models, files and the rest report no usage at all.
     """
-    p = _bare_path(path)
-    if "/responses/" in p:
-        return p.endswith("/responses/compact")
-    return "/chat/completions/" not in p
+    return _bare_path(path).endswith(_BILLED_SUFFIXES)
 
 
 def usage_from_openai(usage: Mapping[str, object]) -> Usage:

@@ -5,6 +5,10 @@
 
 The relay never waits on usage parsing, pricing or the database: the parser only looks at the
 bytes as they pass, and pricing and the row happen after the client has its last byte.
+
+A route may carry an adapter (proxy/adapter.py) that rewrites the request before it goes
+upstream and transforms the response bytes on their way to the client (the anthropic-openai
+translation, the stream-usage injection); the usage parser still sees the upstream's bytes.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from majordomo_gateway.auth.keys import hash_secret
 from majordomo_gateway.config import Settings
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.providers.base import RequestInfo, UsageResult
+from majordomo_gateway.proxy.adapter import AdaptedRequest, AdapterError, ResponseTransform
 from majordomo_gateway.proxy.errors import send_error
 from majordomo_gateway.proxy.headers import MetadataError, response_headers, split_headers
 from majordomo_gateway.proxy.routing import Route, Router, RoutingError
+from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
 from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
 from majordomo_gateway.storage.writer import RowWriter
@@ -49,6 +55,10 @@ MAX_ERROR_CAPTURE = 4096
 _USAGE_SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/responses", "/messages",
                    ":generateContent", ":streamGenerateContent")
 _CREDENTIAL_QUERY_KEYS = frozenset({"key"})
+# Routes whose chat streams get stream_options.include_usage added (proxy.inject_stream_usage).
+_STREAM_USAGE_ROUTES = ("openai", "gemini-openai")
+# Response headers that no longer describe a body once a route adapter has transformed it.
+_TRANSFORMED_DROPPED = frozenset({b"content-length", b"content-encoding"})
 
 
 def _now() -> datetime:
@@ -85,6 +95,10 @@ class ProxyHandler:
         self.writer = writer
         self.prices = prices
         self.session: aiohttp.ClientSession | None = None
+        if settings.inject_stream_usage:
+            injector = StreamUsageInjector()
+            for name in _STREAM_USAGE_ROUTES:
+                router.set_adapter(name, injector)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
@@ -155,7 +169,16 @@ class ProxyHandler:
             return
 
         provider = route.provider
-        request_info = provider.request_info(path, body)
+        adapted: AdaptedRequest | None = None
+        if route.adapter is None:
+            request_info = provider.request_info(path, body)
+        else:
+            try:
+                adapted = route.adapter.adapt(provider, path, body, headers.forward)
+            except AdapterError as exc:
+                await send_error(send, 400, exc.code, exc.message)
+                return
+            request_info = adapted.info
         query_params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
         credential = provider.credential(headers.lowered, query_params)
         record = RequestRecord(
@@ -174,9 +197,13 @@ class ProxyHandler:
             streamed=request_info.stream,
             raw_metadata=headers.metadata,
         )
+        upstream_path, forward = raw_path, headers.forward
+        if adapted is not None:
+            body, forward = adapted.body, adapted.headers
+            upstream_path = adapted.path or raw_path
         try:
-            await self._relay(route, raw_path, query, scope["method"], headers.forward, body,
-                              request_info, record, started, receive, send)
+            await self._relay(route, upstream_path, query, scope["method"], forward, body,
+                              request_info, record, started, receive, send, adapted)
         finally:
             elapsed = time.perf_counter() - started
             record.response_time_ms = round(elapsed * 1000, 3)
@@ -185,7 +212,9 @@ class ProxyHandler:
 
     async def _relay(self, route: Route, raw_path: bytes, query: bytes, method: str,
                      forward: list[tuple[str, str]], body: bytes, request_info: RequestInfo,
-                     record: RequestRecord, started: float, receive: Receive, send: Send) -> None:
+                     record: RequestRecord, started: float, receive: Receive, send: Send,
+                     adapted: AdaptedRequest | None = None) -> None:
+        """``raw_path`` is the upstream path: the client's, unless a route adapter changed it."""
         assert self.session is not None
         request_id = record.id.encode()
         url = URL(route.upstream_url(raw_path, query), encoded=True)
@@ -221,9 +250,14 @@ class ProxyHandler:
             captured: list[bytes] = []
             captured_size = 0
             capture_limit = MAX_PARSED_BODY if ok else MAX_ERROR_CAPTURE
+            transform: ResponseTransform | None = None
+            if adapted is not None and adapted.response is not None:
+                transform = adapted.response(response.status, content_type)
 
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": response_headers(response.raw_headers, request_id)})
+            out_headers = response_headers(response.raw_headers, request_id)
+            if transform is not None:
+                out_headers = [(k, v) for k, v in out_headers if k not in _TRANSFORMED_DROPPED]
+            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
 
             disconnected = asyncio.Event()
             watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, disconnected)) \
@@ -255,6 +289,10 @@ class ProxyHandler:
                         captured_size += len(plain)
                     if abandoned_at is None:
                         if not disconnected.is_set():
+                            if transform is not None:
+                                chunk = transform.feed(plain)
+                                if not chunk:
+                                    continue
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
                             continue
                         record.aborted = True
@@ -284,7 +322,8 @@ class ProxyHandler:
                 # Returning without the final body message makes the server drop the connection:
                 # the client sees a broken stream, never a clean end of a truncated one.
                 return
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tail = transform.finish() if transform is not None else b""
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     def _apply(self, record: RequestRecord, result: UsageResult, request_info: RequestInfo) -> None:
         if result.model:

@@ -9,12 +9,14 @@ where the request goes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from majordomo_gateway.config import ProviderEndpoints
 from majordomo_gateway.providers.base import Provider
+from majordomo_gateway.proxy.adapter import RouteAdapter
+from majordomo_gateway.proxy.translate.anthropic_openai import AnthropicOpenAIAdapter
 
-ROUTE_NAMES = ("openai", "anthropic", "gemini", "gemini-openai")
+ROUTE_NAMES = ("openai", "anthropic", "gemini", "gemini-openai", "anthropic-openai")
 SUPPORTED_PATHS = (
     "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and other /v1/... (OpenAI)",
     "/v1/messages, /v1/messages/count_tokens (Anthropic)",
@@ -35,11 +37,13 @@ class RoutingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    name: str  # "openai", "anthropic", "gemini" or "gemini-openai"
+    name: str  # one of ROUTE_NAMES
     provider: Provider
     base_url: str
     # gemini-openai: the OpenAI-style path loses its /v1 because the base already ends in /openai.
     strip_v1: bool = False
+    # Rewrites the request and transforms the response (proxy/adapter.py); None relays bytes as is.
+    adapter: RouteAdapter | None = None
 
     def upstream_url(self, raw_path: bytes, query: bytes) -> str:
         path = raw_path.decode("latin-1")
@@ -67,7 +71,15 @@ class Router:
             "gemini": Route("gemini", providers["gemini"], endpoints.gemini),
             "gemini-openai": Route("gemini-openai", providers["gemini-openai"], endpoints.gemini_openai,
                                    strip_v1=True),
+            # OpenAI Chat Completions translated to Anthropic Messages; only chosen by header.
+            "anthropic-openai": Route("anthropic-openai", providers["anthropic"], endpoints.anthropic,
+                                      adapter=AnthropicOpenAIAdapter()),
         }
+        self._by_path = (self.routes["anthropic"], self.routes["gemini"], self.routes["openai"])
+
+    def set_adapter(self, name: str, adapter: RouteAdapter | None) -> None:
+        """Give the route ``name`` an adapter (or take it away), for path and header routing alike."""
+        self.routes[name] = replace(self.routes[name], adapter=adapter)
         self._by_path = (self.routes["anthropic"], self.routes["gemini"], self.routes["openai"])
 
     def resolve(self, path: str, raw_path: bytes, provider_header: str | None) -> Route:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
 from majordomo_gateway.auth.keys import KeyRecord
 from majordomo_gateway.storage.records import RequestRecord
+from majordomo_gateway.usage import Usage
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -39,6 +41,52 @@ class InsertResult:
 
     inserted: int
     duplicates: int
+
+
+@dataclass(slots=True, frozen=True)
+class UsageRow:
+    """What re-pricing a stored row needs: its raw usage numbers and the costs it holds now."""
+
+    id: str
+    provider: str
+    model: str | None
+    requested_at: datetime
+    usage: Usage
+    input_cost: Decimal | None
+    output_cost: Decimal | None
+    total_cost: Decimal | None
+    model_alias_found: bool
+
+
+@dataclass(slots=True, frozen=True)
+class CostUpdate:
+    id: str
+    input_cost: Decimal | None
+    output_cost: Decimal | None
+    total_cost: Decimal | None
+    model_alias_found: bool
+
+
+@dataclass(slots=True, frozen=True)
+class UnpricedModel:
+    """A (provider, model) seen with reported usage but no price, and how often."""
+
+    provider: str
+    model: str | None
+    requests: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+def cost_value(value: object) -> Decimal | None:
+    """A stored cost as a Decimal (SQLite hands back REAL, PostgreSQL NUMERIC)."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(str(value))
 
 
 class Database(Protocol):
@@ -73,6 +121,20 @@ class Database(Protocol):
                          now: datetime) -> KeyRecord | None: ...
 
     async def revoke_key(self, key_id: str, now: datetime) -> KeyRecord | None: ...
+
+    async def usage_rows(self, *, after_id: str | None, since: datetime | None, model: str | None,
+                         limit: int) -> list[UsageRow]:
+        """Rows with reported usage, in id order, after ``after_id``; optionally only those
+        requested at or after ``since`` and for ``model``."""
+        ...
+
+    async def update_costs(self, updates: Sequence[CostUpdate]) -> int:
+        """Set the costs (and model_alias_found) of rows by id, in one transaction; rows updated."""
+        ...
+
+    async def unpriced_models(self) -> list[UnpricedModel]:
+        """Models with reported usage that had no price, per provider, most requested first."""
+        ...
 
 
 def open_database(url: str) -> Database:

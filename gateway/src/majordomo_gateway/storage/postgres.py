@@ -11,8 +11,16 @@ import asyncpg
 import orjson
 
 from majordomo_gateway.auth.keys import KeyRecord
-from majordomo_gateway.storage.database import DatabaseUnavailable, InsertResult, load_migrations
+from majordomo_gateway.storage.database import (
+    CostUpdate,
+    DatabaseUnavailable,
+    InsertResult,
+    UnpricedModel,
+    UsageRow,
+    load_migrations,
+)
 from majordomo_gateway.storage.records import COLUMNS, RequestRecord
+from majordomo_gateway.usage import Usage
 
 # Column types for the unnest() insert: one array parameter per column, one round trip per
 # batch, and ON CONFLICT keeps replays of the spool idempotent (COPY cannot skip duplicates).
@@ -44,8 +52,26 @@ _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.Interfac
                       asyncpg.CannotConnectNowError, TimeoutError)
 
 
+_USAGE_ROW_COLUMNS = (
+    "id::text, provider, model, requested_at, input_tokens, output_tokens, cached_tokens, cache_creation_tokens, "
+    "cache_creation_1h_tokens, reasoning_tokens, web_search_requests, input_cost, output_cost, total_cost, "
+    "model_alias_found"
+)
+_UPDATE_COSTS = (
+    "UPDATE llm_requests AS r SET input_cost = u.input_cost, output_cost = u.output_cost, "
+    "total_cost = u.total_cost, model_alias_found = u.found "
+    "FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::bool[]) "
+    "AS u(id, input_cost, output_cost, total_cost, found) WHERE r.id = u.id"
+)
+
+
 def _key(row: asyncpg.Record) -> KeyRecord:
     return KeyRecord(*row)
+
+
+def _usage_row(row: asyncpg.Record) -> UsageRow:
+    return UsageRow(id=row[0], provider=row[1], model=row[2], requested_at=row[3], usage=Usage(*row[4:11]),
+                    input_cost=row[11], output_cost=row[12], total_cost=row[13], model_alias_found=row[14])
 
 
 class PostgresDatabase:
@@ -171,6 +197,46 @@ class PostgresDatabase:
             key_id, now,
         )
         return _key(rows[0]) if rows else None
+
+
+    async def usage_rows(self, *, after_id: str | None, since: datetime | None, model: str | None,
+                         limit: int) -> list[UsageRow]:
+        conditions = ["usage_source = 'reported'"]
+        args: list[Any] = []
+        if after_id is not None:
+            args.append(after_id)
+            conditions.append(f"id > ${len(args)}::uuid")
+        if since is not None:
+            args.append(since)
+            conditions.append(f"requested_at >= ${len(args)}")
+        if model is not None:
+            args.append(model)
+            conditions.append(f"model = ${len(args)}")
+        args.append(limit)
+        rows = await self._fetch(
+            f"SELECT {_USAGE_ROW_COLUMNS} FROM llm_requests WHERE {' AND '.join(conditions)} "
+            f"ORDER BY id LIMIT ${len(args)}", *args)
+        return [_usage_row(r) for r in rows]
+
+    async def update_costs(self, updates: Sequence[CostUpdate]) -> int:
+        if not updates:
+            return 0
+        columns = ([u.id for u in updates], [u.input_cost for u in updates], [u.output_cost for u in updates],
+                   [u.total_cost for u in updates], [u.model_alias_found for u in updates])
+        try:
+            async with self._require_pool().acquire() as conn:
+                status = await conn.execute(_UPDATE_COSTS, *columns)
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def unpriced_models(self) -> list[UnpricedModel]:
+        rows = await self._fetch(
+            "SELECT provider, model, COUNT(*), MIN(requested_at), MAX(requested_at) FROM llm_requests "
+            "WHERE NOT model_alias_found AND usage_source = 'reported' "
+            "GROUP BY provider, model ORDER BY provider, COUNT(*) DESC, model"
+        )
+        return [UnpricedModel(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,8 +19,17 @@ from typing import Any, TypeVar
 import orjson
 
 from majordomo_gateway.auth.keys import KeyRecord
-from majordomo_gateway.storage.database import DatabaseUnavailable, InsertResult, load_migrations
+from majordomo_gateway.storage.database import (
+    CostUpdate,
+    DatabaseUnavailable,
+    InsertResult,
+    UnpricedModel,
+    UsageRow,
+    cost_value,
+    load_migrations,
+)
 from majordomo_gateway.storage.records import COLUMNS, RequestRecord
+from majordomo_gateway.usage import Usage
 
 T = TypeVar("T")
 
@@ -35,6 +44,25 @@ _BOOL_INDEXES = tuple(COLUMNS.index(c) for c in ("streamed", "aborted", "model_a
 _TIME_INDEXES = tuple(COLUMNS.index(c) for c in ("requested_at", "responded_at"))
 _COST_INDEXES = tuple(COLUMNS.index(c) for c in ("input_cost", "output_cost", "total_cost"))
 _METADATA_INDEX = COLUMNS.index("raw_metadata")
+USAGE_ROW_COLUMNS = (
+    "id, provider, model, requested_at, input_tokens, output_tokens, cached_tokens, cache_creation_tokens, "
+    "cache_creation_1h_tokens, reasoning_tokens, web_search_requests, input_cost, output_cost, total_cost, "
+    "model_alias_found"
+)
+
+
+def _usage_row(row: sqlite3.Row | tuple[Any, ...]) -> UsageRow:
+    return UsageRow(
+        id=row[0], provider=row[1], model=row[2],
+        requested_at=_parse_ts(row[3]),  # type: ignore[arg-type]
+        usage=Usage(*row[4:11]),
+        input_cost=cost_value(row[11]), output_cost=cost_value(row[12]), total_cost=cost_value(row[13]),
+        model_alias_found=bool(row[14]),
+    )
+
+
+def _cost_param(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -242,6 +270,51 @@ class SQLiteDatabase:
             return None if row is None else _key(row)
 
         return await self._run(revoke)
+
+
+    async def usage_rows(self, *, after_id: str | None, since: datetime | None, model: str | None,
+                         limit: int) -> list[UsageRow]:
+        sql = f"SELECT {USAGE_ROW_COLUMNS} FROM llm_requests WHERE usage_source = 'reported' AND id > ?"
+        params: list[Any] = [after_id or ""]
+        if since is not None:
+            sql += " AND requested_at >= ?"
+            params.append(_ts(since))
+        if model is not None:
+            sql += " AND model = ?"
+            params.append(model)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return await self._run(lambda conn: [_usage_row(r) for r in conn.execute(sql, params)])
+
+    async def update_costs(self, updates: Sequence[CostUpdate]) -> int:
+        params = [(_cost_param(u.input_cost), _cost_param(u.output_cost), _cost_param(u.total_cost),
+                   int(u.model_alias_found), u.id) for u in updates]
+
+        def update(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = conn.executemany(
+                    "UPDATE llm_requests SET input_cost = ?, output_cost = ?, total_cost = ?, "
+                    "model_alias_found = ? WHERE id = ?", params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return cursor.rowcount
+
+        return await self._run(update) if params else 0
+
+    async def unpriced_models(self) -> list[UnpricedModel]:
+        def query(conn: sqlite3.Connection) -> list[UnpricedModel]:
+            rows = conn.execute(
+                "SELECT provider, model, COUNT(*), MIN(requested_at), MAX(requested_at) FROM llm_requests "
+                "WHERE model_alias_found = 0 AND usage_source = 'reported' "
+                "GROUP BY provider, model ORDER BY provider, COUNT(*) DESC, model"
+            ).fetchall()
+            return [UnpricedModel(r[0], r[1], r[2], _parse_ts(r[3]), _parse_ts(r[4]))  # type: ignore[arg-type]
+                    for r in rows]
+
+        return await self._run(query)
 
 
 def _statements(sql: str) -> list[str]:
