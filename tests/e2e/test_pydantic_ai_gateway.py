@@ -225,3 +225,20 @@ async def test_gemini_with_plain_build_extra_headers_still_routes_to_gemini(
     assert mock_upstream.requests[-1].path == "/v1beta/openai/chat/completions"
     [row] = await latest_rows(env, 1)
     assert (row["provider"], row["route"]) == ("gemini", "gemini-openai")
+
+
+async def test_gemini_without_the_route_header_fails_clearly(env: GatewayProcess) -> None:
+    """The guide's troubleshooting case, for a model not built by create_model: a clear 400, not a silent
+    misroute to OpenAI."""
+    from pydantic_ai.exceptions import ModelHTTPError
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel("gemini-2.0-flash", provider=OpenAIProvider(
+        base_url=f"{env.url}/v1", api_key=PROVIDER_KEYS["GEMINI_API_KEY"]))
+    agent = Agent(model=model)
+    with pytest.raises(ModelHTTPError) as info:
+        await agent.run("Hello!", model_settings=OpenAIChatModelSettings(
+            extra_headers=build_extra_headers(feature="my-feature")))
+    assert info.value.status_code == 400
+    assert "build_extra_headers_gemini" in str(info.value.body)

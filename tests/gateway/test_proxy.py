@@ -217,6 +217,17 @@ async def test_unknown_route_and_provider_get_400_listing_what_is_supported(gate
     assert "openai, anthropic, gemini, gemini-openai" in orjson.loads(body)["error"]["message"]
 
 
+async def test_gemini_model_without_provider_header_gets_a_clear_400(gateway: GatewayProcess,
+                                                                    mock_upstream: MockUpstream) -> None:
+    mock_upstream.clear()
+    response, body = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "gemini-2.0-flash"},
+                                {"Authorization": f"Bearer {GEMINI_KEY}"})
+    assert response.status == 400
+    message = orjson.loads(body)["error"]["message"]
+    assert "X-Majordomo-Provider: gemini-openai" in message and "build_extra_headers_gemini" in message
+    assert mock_upstream.requests == []  # never sent to OpenAI with a Gemini key
+
+
 async def test_oversized_metadata_gets_400(gateway: GatewayProcess) -> None:
     response, body = await post(gateway, "/v1/chat/completions", CHAT, {"X-Majordomo-Feature": "x" * 5000})
     assert response.status == 400

@@ -179,6 +179,13 @@ class ProxyHandler:
                 await send_error(send, 400, exc.code, exc.message)
                 return
             request_info = adapted.info
+        if headers.provider is None and route.name == "openai" and (request_info.model or "").startswith("gemini"):
+            # OpenAI would answer with a confusing 401/404; the guide's Gemini trap deserves a clear 400.
+            await send_error(send, 400, "gemini_model_on_openai_route",
+                             f"Model {request_info.model!r} is a Gemini model, but without an X-Majordomo-Provider "
+                             "header this path goes to OpenAI. Send X-Majordomo-Provider: gemini-openai "
+                             "(majordomo_frameworks' build_extra_headers_gemini() does this).")
+            return
         query_params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
         credential = provider.credential(headers.lowered, query_params)
         record = RequestRecord(
