@@ -268,6 +268,14 @@ async def test_a_cut_upstream_stream_breaks_the_client_stream(gateway: GatewayPr
     assert row["usage_source"] in ("missing", "reported")
 
 
+async def test_a_cut_non_streamed_response_becomes_a_502(gateway: GatewayProcess) -> None:
+    response, body = await post(gateway, "/v1/chat/completions", CHAT, {"X-Mock-Scenario": "cut-stream"})
+    assert response.status == 502
+    assert "closed the connection" in orjson.loads(body)["error"]["message"]
+    row = await gateway.row(response.headers["X-Majordomo-Request-Id"])
+    assert row["status_code"] == 502 and "upstream response broken" in row["error_message"]
+
+
 async def test_in_stream_error_events_are_relayed_and_recorded(gateway: GatewayProcess) -> None:
     response, received = await post(gateway, "/v1/messages", {**MESSAGES, "stream": True},
                                     {"X-Mock-Scenario": "stream-error"})

@@ -57,6 +57,8 @@ _USAGE_SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/respons
 _CREDENTIAL_QUERY_KEYS = frozenset({"key"})
 # Routes whose chat streams get stream_options.include_usage added (proxy.inject_stream_usage).
 _STREAM_USAGE_ROUTES = ("openai", "gemini-openai")
+# Non-streamed bodies up to this size (with a Content-Length) are read whole and sent in one piece.
+_WHOLE_BODY_LIMIT = 1024 * 1024
 # Response headers that no longer describe a body once a route adapter has transformed it.
 _TRANSFORMED_DROPPED = frozenset({b"content-length", b"content-encoding"})
 
@@ -264,6 +266,11 @@ class ProxyHandler:
             out_headers = response_headers(response.raw_headers, request_id)
             if transform is not None:
                 out_headers = [(k, v) for k, v in out_headers if k not in _TRANSFORMED_DROPPED]
+            length = response.content_length
+            if not streamed and transform is None and length is not None and length <= _WHOLE_BODY_LIMIT:
+                # The common case (a JSON answer of known, modest size): one read, one send.
+                await self._relay_whole(response, route, raw_path, record, out_headers, ok, decode, send)
+                return
             await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
 
             disconnected = asyncio.Event()
@@ -331,6 +338,26 @@ class ProxyHandler:
                 return
             tail = transform.finish() if transform is not None else b""
             await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _relay_whole(self, response: aiohttp.ClientResponse, route: Route, raw_path: bytes,
+                           record: RequestRecord, out_headers: list[tuple[bytes, bytes]], ok: bool,
+                           decode: _Decoder | None, send: Send) -> None:
+        try:
+            body = await response.read()
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
+                TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            # Nothing has reached the client yet, so it can get a clean error instead of a cut body.
+            record.status_code = 502
+            record.error_message = f"upstream response broken: {type(exc).__name__}"
+            await send_error(send, 502, "upstream_broken",
+                             f"The {route.name} upstream closed the connection before its response was complete.",
+                             [(b"x-majordomo-request-id", record.id.encode())], provider=route.name)
+            return
+        await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        if body:
+            self._apply_body(record, route, raw_path, decode(body) if decode is not None else body, ok,
+                             truncated=False)
 
     def _apply(self, record: RequestRecord, result: UsageResult, request_info: RequestInfo) -> None:
         if result.model:
