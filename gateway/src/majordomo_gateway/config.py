@@ -57,6 +57,9 @@ class Settings:
     writer_queue_size: int = 20_000
     spool_dir: str = "majordomo-spool"
     pricing_overrides: str | None = None
+    # Off unless set: prices ship with genai-prices and work offline.
+    pricing_refresh_url: str | None = None
+    pricing_refresh_interval: float = 3600.0
     log_level: str = "info"
 
 
@@ -141,6 +144,8 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "writer.queue_size": ("writer_queue_size", _positive_int),
     "writer.spool_dir": ("spool_dir", _text),
     "pricing.overrides_file": ("pricing_overrides", _text),
+    "pricing.refresh_url": ("pricing_refresh_url", _http_url),
+    "pricing.refresh_interval": ("pricing_refresh_interval", _positive_float),
     "log.level": ("log_level", _log_level),
 }
 _PROVIDER_FIELDS: dict[str, str] = {

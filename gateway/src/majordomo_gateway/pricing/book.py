@@ -12,6 +12,8 @@ from typing import Any
 
 from genai_prices.types import TieredPrices
 
+from genai_prices.data_snapshot import get_snapshot
+
 from majordomo_gateway.pricing.catalog import CATALOG_SOURCE, Catalog
 from majordomo_gateway.pricing.overrides import EMPTY_OVERRIDES, OverrideModel, OverrideTable
 from majordomo_gateway.pricing.price import Price
@@ -67,6 +69,7 @@ class PriceBook:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._snapshot = get_snapshot()
         self._catalog = Catalog()
         self._overrides = ReloadingOverrides(overrides_path, clock=clock) if overrides_path else None
 
@@ -90,7 +93,7 @@ class PriceBook:
         if override is not None:
             return self._priced(provider, model, override.rates, override.model, usage)
 
-        match = self._catalog.find(provider, model)
+        match = self._current_catalog().find(provider, model)
         if match is None:
             _unpriced_warnings.warn(
                 (provider, model, "unknown"),
@@ -131,14 +134,14 @@ class PriceBook:
         if override is not None:
             return description | _describe_override(override, self.overrides_path)
 
-        match = self._catalog.find(provider, model)
+        match = self._current_catalog().find(provider, model)
         if match is None:
             return description
         rates = match.rates(when)
         description |= {
             "model_id": match.model_id,
             "model_name": match.info.name,
-            "source": CATALOG_SOURCE,
+            "source": CATALOG_SOURCE + (" (refreshed)" if self._snapshot.from_auto_update else ""),
             "catalog_provider": match.provider_id,
         }
         if rates is None:
@@ -153,6 +156,15 @@ class PriceBook:
         if match.info.price_comments:
             description["notes"] = match.info.price_comments
         return description
+
+    def _current_catalog(self) -> Catalog:
+        # A price refresh (pricing.refresh_url) swaps genai-prices' snapshot; an identity check per
+        # call notices it, and the model lookups cached against the old snapshot are dropped with it.
+        snapshot = get_snapshot()
+        if snapshot is not self._snapshot:
+            self._snapshot = snapshot
+            self._catalog = Catalog()
+        return self._catalog
 
     def _current_overrides(self) -> OverrideTable:
         return self._overrides.current() if self._overrides else EMPTY_OVERRIDES
