@@ -10,7 +10,6 @@ from decimal import Decimal
 import orjson
 import pytest
 from genai_prices import data_snapshot, wait_prices_updated_sync
-
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.pricing.refresh import PriceRefresher
 from majordomo_gateway.usage import Usage

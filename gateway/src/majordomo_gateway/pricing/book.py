@@ -10,9 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from genai_prices.types import TieredPrices
-
 from genai_prices.data_snapshot import get_snapshot
+from genai_prices.types import TieredPrices
 
 from majordomo_gateway.pricing.catalog import CATALOG_SOURCE, Catalog
 from majordomo_gateway.pricing.overrides import EMPTY_OVERRIDES, OverrideModel, OverrideTable
