@@ -16,6 +16,7 @@ import orjson
 from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.config import Settings
 from majordomo_gateway.pricing import PriceBook
+from majordomo_gateway.pricing.refresh import PriceRefresher
 from majordomo_gateway.providers.registry import PROVIDERS
 from majordomo_gateway.proxy.errors import send_json
 from majordomo_gateway.proxy.handler import ProxyHandler, Receive, Send
@@ -36,28 +37,44 @@ class Gateway:
         self.settings = settings
         self.database = database or open_database(settings.database_url)
         self.spool = Spool(settings.spool_dir)
+        self._database_ready = False
         self.writer = RowWriter(self.database, self.spool, batch_size=settings.writer_batch_size,
                                 flush_interval=settings.writer_flush_interval,
-                                queue_size=settings.writer_queue_size)
+                                queue_size=settings.writer_queue_size, prepare=self._prepare_database)
         self.keys = KeyCache(self.database, ttl=settings.key_cache_ttl, max_size=settings.key_cache_size)
         self.prices = PriceBook(settings.pricing_overrides)
+        self.price_refresher = (PriceRefresher(settings.pricing_refresh_url, settings.pricing_refresh_interval)
+                                if settings.pricing_refresh_url else None)
         self.proxy = ProxyHandler(settings, Router(settings.providers, PROVIDERS), self.keys, self.writer,
                                   self.prices)
 
+    async def _prepare_database(self) -> None:
+        """Connect and migrate, once.  At start, and, if the database was down then, again from the
+        writer's reconnection probe, so that a gateway started before its database recovers."""
+        if self._database_ready:
+            return
+        await self.database.connect()
+        applied = await self.database.migrate()
+        if applied:
+            log.info("database migrated: %s", ", ".join(applied))
+        self._database_ready = True
+
     async def startup(self) -> None:
         try:
-            await self.database.connect()
-            applied = await self.database.migrate()
-            if applied:
-                log.info("database migrated: %s", ", ".join(applied))
+            await self._prepare_database()
         except DatabaseUnavailable as exc:
-            # Start anyway: the proxy can serve cached keys and the writer spools rows until the
-            # database comes back.  /readyz says what is wrong.
-            log.error("database unavailable at start, rows will be spooled: %s", exc)
+            # Start anyway: the writer spools rows and keeps trying to connect; keys this process
+            # has not seen get a 503 until then.  /readyz says what is wrong.
+            log.error("database unavailable at start, rows will be spooled until it answers: %s", exc)
+            self.writer.mark_unavailable(str(exc))
         await self.proxy.start()
         self.writer.start()
+        if self.price_refresher is not None:
+            self.price_refresher.start()
 
     async def shutdown(self) -> None:
+        if self.price_refresher is not None:
+            self.price_refresher.stop()
         await self.proxy.close()
         await self.writer.close()
         await self.database.close()
@@ -76,14 +93,22 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def _ready(self, send: Send) -> None:
-        stats = self.writer.stats().as_dict()
+        """200 ``ok``; 200 ``degraded`` when serving but a row could be lost (the spool is not
+        writable); 503 ``error`` when the database is unreachable.  ``writer`` holds the numbers
+        (this process's queue and counters; the spool directory's files, shared by all workers),
+        ``warnings`` says in words what is wrong."""
+        stats = self.writer.stats()
+        warnings = stats.warnings()
         try:
             await asyncio.wait_for(self.database.ping(), timeout=READY_TIMEOUT)
         except (DatabaseUnavailable, TimeoutError, OSError) as exc:
-            body = {"status": "error", "error": f"database unavailable: {exc}", "writer": stats}
+            error = f"database unavailable: {exc}" if str(exc) else f"database unavailable: {type(exc).__name__}"
+            body = {"status": "error", "error": error, "warnings": warnings, "writer": stats.as_dict()}
             await send_json(send, 503, orjson.dumps(body))
             return
-        body = {"status": "ok", "writer": stats}
+        # The writer's view lags the ping by up to a second; the ping is what readiness means.
+        warnings = [w for w in warnings if not w.startswith("database unavailable")]
+        body = {"status": "ok" if stats.spool_ok else "degraded", "warnings": warnings, "writer": stats.as_dict()}
         await send_json(send, 200, orjson.dumps(body))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -17,6 +17,9 @@ from majordomo_gateway.storage.database import Database, DatabaseUnavailable
 
 # How long a known-good key is honoured from cache while the database cannot be asked.
 STALE_GRACE_SECONDS = 3600.0
+# After a failed lookup, a stale entry is trusted this long before the database is asked again:
+# otherwise every request during an outage would queue on the dead connection pool.
+RETRY_AFTER_FAILURE_SECONDS = 1.0
 
 
 class KeyStatus(Enum):
@@ -35,6 +38,7 @@ class KeyCheck:
 class _Entry:
     expires: float
     check: KeyCheck
+    verified: float  # when the database last confirmed this entry
 
 
 class KeyCache:
@@ -55,7 +59,8 @@ class KeyCache:
             record = await self.database.find_key_by_hash(key_hash)
         except DatabaseUnavailable:
             if (entry is not None and entry.check.status is KeyStatus.VALID
-                    and now - entry.expires < STALE_GRACE_SECONDS):
+                    and now - entry.verified < STALE_GRACE_SECONDS):
+                entry.expires = now + RETRY_AFTER_FAILURE_SECONDS
                 return entry.check
             raise
         if record is None:
@@ -74,7 +79,7 @@ class KeyCache:
             # dicts keep insertion order: drop the oldest tenth in one go, not one per insert.
             for stale in list(entries)[: max(1, self.max_size // 10)]:
                 del entries[stale]
-        entries[key_hash] = _Entry(now + self.ttl, check)
+        entries[key_hash] = _Entry(now + self.ttl, check, now)
 
     def invalidate(self, key_id: str) -> None:
         """Forget a key (by id) now: used when this process revokes or changes it."""

@@ -17,6 +17,7 @@ from majordomo_gateway.cli import keys as key_commands
 from majordomo_gateway.cli import pricing as pricing_commands
 from majordomo_gateway.cli import reprice as reprice_command
 from majordomo_gateway.cli import serve as serve_command
+from majordomo_gateway.cli import status as status_command
 from majordomo_gateway.config import ConfigError
 
 EPILOG = """\
@@ -25,6 +26,7 @@ examples:
   majordomo serve --database-url postgresql://postgres@127.0.0.1:5432/majordomo
   majordomo keys create --name dev             # prints mdm_sk_... once
   majordomo keys list --json
+  majordomo status                             # queue, spool, oldest unwritten row of a running gateway
   majordomo pricing show claude-sonnet-4-5     # the prices charged, and where they come from
   majordomo pricing unpriced                   # models seen without a price
   majordomo reprice --since 2025-06-01 --dry-run
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands.add_parsers(commands, _common)
     pricing_commands.add_parsers(commands, _common)
     reprice_command.add_parser(commands, _common)
+    status_command.add_parser(commands)
     return parser
 
 
