@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -43,6 +42,17 @@ _INSERT = (
     f"FROM unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(_PG_TYPES.values(), 1))}) "
     f"AS t({', '.join(COLUMNS)}) "
     "ON CONFLICT (id) DO NOTHING RETURNING majordomo_api_key_id, requested_at"
+)
+# One statement, one round trip, atomic: insert the batch, then bump each key's counters by the
+# rows that were really new (RETURNING skips replayed duplicates, so counts stay exact).
+_INSERT_AND_COUNT = (
+    f"WITH inserted AS ({_INSERT}), "
+    "per_key AS (SELECT majordomo_api_key_id AS key_id, count(*) AS uses, max(requested_at) AS last_used "
+    "FROM inserted WHERE majordomo_api_key_id IS NOT NULL GROUP BY 1), "
+    "touched AS (UPDATE api_keys SET request_count = api_keys.request_count + per_key.uses, "
+    "last_used_at = GREATEST(api_keys.last_used_at, per_key.last_used) "
+    "FROM per_key WHERE api_keys.id = per_key.key_id RETURNING 1) "
+    "SELECT count(*) FROM inserted"
 )
 _KEY_COLUMNS = (
     "id::text, name, description, key_prefix, created_at, updated_at, revoked_at, last_used_at, request_count"
@@ -140,26 +150,11 @@ class PostgresDatabase:
     async def insert_requests(self, records: Sequence[RequestRecord]) -> InsertResult:
         columns: list[list[Any]] = [list(col) for col in zip(*(r.as_tuple() for r in records), strict=True)]
         columns[_METADATA_INDEX] = [orjson.dumps(m).decode() for m in columns[_METADATA_INDEX]]
-        pool = self._require_pool()
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                inserted = await conn.fetch(_INSERT, *columns)
-                uses: Counter[Any] = Counter()
-                last_used: dict[Any, datetime] = {}
-                for key_id, requested_at in inserted:
-                    if key_id is None:
-                        continue
-                    uses[key_id] += 1
-                    last_used[key_id] = max(last_used.get(key_id, requested_at), requested_at)
-                if uses:
-                    await conn.executemany(
-                        "UPDATE api_keys SET request_count = request_count + $1, "
-                        "last_used_at = GREATEST(last_used_at, $2) WHERE id = $3",
-                        [(count, last_used[key_id], key_id) for key_id, count in uses.items()],
-                    )
+            inserted = await self._require_pool().fetchval(_INSERT_AND_COUNT, *columns)
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
-        return InsertResult(inserted=len(inserted), duplicates=len(records) - len(inserted))
+        return InsertResult(inserted=inserted, duplicates=len(records) - inserted)
 
     async def find_key_by_hash(self, key_hash: str) -> KeyRecord | None:
         rows = await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1", key_hash)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field, fields
+import operator
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -48,7 +49,9 @@ class RequestRecord:
     raw_metadata: dict[str, str] = field(default_factory=dict)
 
     def as_tuple(self) -> tuple[Any, ...]:
-        return astuple(self)
+        # Shallow on purpose: dataclasses.astuple deep-copies (raw_metadata included), which cost
+        # ~25 µs per row in the writer's profile.
+        return _column_values(self)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_tuple(), default=_encode_extra)
@@ -72,6 +75,7 @@ def _encode_extra(value: Any) -> Any:
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
+_column_values = operator.attrgetter(*COLUMNS)
 _REQUESTED_AT = COLUMNS.index("requested_at")
 _RESPONDED_AT = COLUMNS.index("responded_at")
 _COST_INDEXES = tuple(COLUMNS.index(name) for name in ("input_cost", "output_cost", "total_cost"))
