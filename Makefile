@@ -31,7 +31,7 @@ test-slow: install
 	$(BIN)/pytest -q -m slow
 
 bench: install
-	bash bench/run.sh
+	bash bench/run.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-pai1 .pytest_cache .ruff_cache
