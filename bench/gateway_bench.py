@@ -472,7 +472,7 @@ class Bench:
             import profile_summary
 
             try:
-                summary = profile_summary.summarize(raw, cpu_us, r["requests"])
+                summary = profile_summary.summarize(raw, cpu_us, r["requests"], top=15)
             except FileNotFoundError:
                 summary = {"error": "py-spy wrote no profile (ptrace not permitted?)"}
             summary.update(workload=wname, conc=conns, rps=r["rps"], cpu_us_per_req=cpu_us)
@@ -516,7 +516,7 @@ class Bench:
         return out
 
 
-def idle_cpu(gws: list[Gateway], seconds: float = 3.0) -> dict:
+def idle_cpu(gws: list[Gateway], seconds: float = 5.0) -> dict:
     """CPU an idle gateway uses anyway (the writer's timers): the floor under low-load numbers."""
     c0 = {g.label: ps.cpu_seconds(g.pids) for g in gws}
     time.sleep(seconds)

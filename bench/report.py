@@ -40,20 +40,37 @@ def tables(res: dict) -> str:
         f"commit {v.get('git', '?')}): {m['nproc']} cores, {m['cpu_model']}, {m['mem_gib']} GiB, "
         f"Linux {m['kernel']}; Python {v.get('python')}, uvicorn {v.get('uvicorn')}, uvloop {v.get('uvloop')}, "
         f"httptools {v.get('httptools')}, aiohttp {v.get('aiohttp')}, asyncpg {v.get('asyncpg')}, "
-        f"PostgreSQL {v.get('postgresql', '-')}, {v.get('wrk', 'wrk')}, {v.get('nginx', 'nginx')}.  "
+        f"PostgreSQL {v.get('postgresql', '-').split(' ')[0]}, {' '.join(v.get('wrk', 'wrk').split()[:2])}, "
+        f"{v.get('nginx', 'nginx').removeprefix('nginx version: ')}.  "
         f"{cfg['reps']} repetitions of {cfg['dur']} s phases (medians shown), streams of {cfg['chunks']} events "
         f"{cfg['sse_gap_ms']} ms apart; {res.get('disturbed_phases', 0)} phases stayed disturbed by other load "
         f"after re-runs.",
     ]
     for note in res.get("notes", []):
         parts.append(f"Note: {note}.")
+    cells = res.get("summary", {}).get("cells", [])
+    extra, softs = [], []
+    for kind, label in (("json", "non-streaming request"), ("stream", "stream")):
+        soft = [c["softirq_core0_us_per_req"] for c in cells if c["kind"] == "closed" and c["target"] == "pg"
+                and c["workload"].endswith(kind) and c.get("softirq_core0_us_per_req") is not None
+                and (c.get("cpu_util") or 0) >= 0.95]
+        if soft:
+            softs.append(f"{min(soft):.0f}-{max(soft):.0f} µs per {label}")
+    if softs:
+        extra.append("Kernel TCP work on the gateway's core that /proc charges to no process (softirq), not "
+                     f"included in \"gateway CPU\": {' and '.join(softs)} at saturation.")
+    if res.get("idle_cpu_ms_per_s"):
+        idle = res["idle_cpu_ms_per_s"]
+        extra.append(f"An idle gateway uses {min(idle.values()):.1f}-{max(idle.values()):.1f} ms of CPU per second "
+                     "(the writer's timers).")
+    if extra:
+        parts.append(" ".join(extra))
 
     if res.get("targets"):
         rows = [[t["target"], t["goal"], t["measured"],
                  {True: "**met**", False: "**not met**", None: "see below"}[t["met"]]] for t in res["targets"]]
         parts.append("### Targets\n\n" + _table(["target", "goal", "measured", ""], rows))
 
-    cells = res.get("summary", {}).get("cells", [])
     workloads = []
     for c in cells:
         if c["workload"] not in workloads:
@@ -122,6 +139,16 @@ def tables(res: dict) -> str:
                      f"on both cores): {wk['speedup']:.2f}x\n\n"
                      + _table(["workers", "req/s", "p50 ms", "p99 ms", "gateway cores used", "gateway CPU ms/req",
                                "machine cores busy"], rows))
+
+    gc = res.get("gc")
+    if gc:
+        rows = []
+        for label, gens in gc["gateways"].items():
+            for gen, s in gens.items():
+                rows.append([label, gen, str(s["count"]), _f(s["total_ms"], 1), _f(s["max_ms"], 2), str(s["over_5ms"])])
+        title = "--gc-probe" + (", with gc.freeze()" if gc["freeze"] else "")
+        parts.append(f"### Garbage-collector pauses during the repetitions ({title})\n\n"
+                     + _table(["gateway", "generation", "collections", "total ms", "longest ms", "over 5 ms"], rows))
 
     if res.get("rows"):
         rows = [[k, NAMES.get(r["target"], r["target"]), str(r["phases"]), str(r["requests"]), str(r["rows"]),
