@@ -658,7 +658,7 @@ def versions() -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 repetition, 2 s phases, c1 and c32, small extras (~4 min)")
+    ap.add_argument("--quick", action="store_true", help="1 repetition, 2 s phases, c1 and c32, small extras (~3 min)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dur", type=int, default=4, help="seconds per wrk phase (the last 0.7-1 s drain)")
     ap.add_argument("--conc", default="1,8,32,64")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gateway benchmark: `make bench` (full, ~20 min) or `make bench BENCH_ARGS=--quick` (~4 min).
+# The gateway benchmark: `make bench` (full, ~15-20 min) or `make bench BENCH_ARGS=--quick` (~3 min).
 # Any other argument goes to bench/gateway_bench.py (see its --help).
 #
 # Installs what it needs: wrk and nginx from Debian's packages when missing (apt-get, as root or
