@@ -11,6 +11,7 @@ from majordomo_gateway.providers.sse import (
     error_text,
     event_name,
     json_object,
+    looks_like_sse,
     parse_event,
 )
 from majordomo_gateway.usage import Usage
@@ -214,7 +215,7 @@ class AnthropicProvider:
         return RequestInfo(model=model if isinstance(model, str) else None, stream=obj.get("stream") is True)
 
     def parse_response(self, path: str, body: bytes) -> UsageResult:
-        if body[:64].lstrip().startswith((b"event:", b"data:", b":")):
+        if looks_like_sse(body):
             # A buffered SSE body: read it the way a stream would have been read.
             parser = self.stream_parser(path, RequestInfo())
             parser.feed(body)

@@ -16,6 +16,7 @@ from majordomo_gateway.providers.sse import (
     error_text,
     has_object_value,
     json_object,
+    looks_like_sse,
     parse_event,
 )
 from majordomo_gateway.usage import Usage
@@ -251,7 +252,7 @@ class OpenAIProvider:
                            include_usage=include_usage)
 
     def parse_response(self, path: str, body: bytes) -> UsageResult:
-        if body[:64].lstrip().startswith((b"data:", b"event:", b":")):
+        if looks_like_sse(body):
             # A buffered SSE body: read it the way a stream would have been read.
             parser = self.stream_parser(path, RequestInfo())
             parser.feed(body)

@@ -127,6 +127,11 @@ class SSEFramer:
         self._pending.append(piece)
 
 
+def looks_like_sse(body: bytes) -> bool:
+    """A whole response body that is really an event stream (a stream some client buffered)."""
+    return body[:64].lstrip().startswith((b"data:", b"event:", b":"))
+
+
 def parse_event(block: bytes) -> tuple[bytes | None, bytes | None]:
     """``(event name, data)`` of one raw event block; multi-line data is joined with ``\\n``.
 

@@ -24,6 +24,8 @@ SUPPORTED_PATHS = (
 )
 # A dot segment, literal or percent-encoded, anywhere in the path.
 _DOT_SEGMENT = re.compile(rb"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+# Control characters, space and DEL: one C-level scan instead of a Python loop over every byte.
+_FORBIDDEN_BYTE = re.compile(rb"[\x00-\x20\x7f]")
 
 
 class RoutingError(Exception):
@@ -59,7 +61,7 @@ def check_path(raw_path: bytes) -> None:
         raise RoutingError("invalid_path", "the request path must start with a single '/'")
     if b"\\" in raw_path or _DOT_SEGMENT.search(raw_path) or b"%2f" in raw_path.lower():
         raise RoutingError("invalid_path", "the request path must not contain '.', '..', '\\' or encoded '/'")
-    if any(c < 0x21 or c == 0x7F for c in raw_path):
+    if _FORBIDDEN_BYTE.search(raw_path):
         raise RoutingError("invalid_path", "the request path contains characters that are not allowed")
 
 
