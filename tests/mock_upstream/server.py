@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from types import TracebackType
@@ -102,9 +103,12 @@ class MockUpstream:
     usage={"input_tokens": 10})`` (same names as the X-Mock-* headers, ``_`` or ``-``).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, **defaults: Any) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None,
+                 **defaults: Any) -> None:
         self.host = host
         self.port = port
+        # With a server TLS context the mock speaks HTTPS, as the real providers do.
+        self.ssl_context = ssl_context
         self.state = MockState()
         if defaults:
             self.configure(**defaults)
@@ -117,7 +121,8 @@ class MockUpstream:
     def url(self) -> str:
         if not self.port:
             raise RuntimeError("the mock upstream is not started")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def openai_base_url(self) -> str:
@@ -186,7 +191,7 @@ class MockUpstream:
             shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         await site.start()
         self._runner = runner
         self.port = runner.addresses[0][1]

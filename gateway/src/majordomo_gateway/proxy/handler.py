@@ -22,9 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import aiohttp
 import uuid_utils
-from yarl import URL
 
 from majordomo_gateway.auth.cache import KeyCache, KeyStatus
 from majordomo_gateway.auth.keys import hash_secret
@@ -36,6 +34,13 @@ from majordomo_gateway.proxy.errors import send_error
 from majordomo_gateway.proxy.headers import MetadataError, response_headers, split_headers
 from majordomo_gateway.proxy.routing import Route, Router, RoutingError
 from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
+from majordomo_gateway.proxy.upstream import (
+    UpstreamBroken,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
 from majordomo_gateway.storage.writer import RowWriter
@@ -96,31 +101,20 @@ class ProxyHandler:
         self.keys = keys
         self.writer = writer
         self.prices = prices
-        self.session: aiohttp.ClientSession | None = None
+        self.upstream: UpstreamClient | None = None
         if settings.inject_stream_usage:
             injector = StreamUsageInjector()
             for name in _STREAM_USAGE_ROUTES:
                 router.set_adapter(name, injector)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
-                                         enable_cleanup_closed=True)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self.settings.upstream_connect_timeout,
-                sock_read=self.settings.upstream_read_timeout,
-            ),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self.upstream = UpstreamClient(connect_timeout=self.settings.upstream_connect_timeout,
+                                       read_timeout=self.settings.upstream_read_timeout)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.upstream is not None:
+            await self.upstream.close()
+            self.upstream = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -224,23 +218,22 @@ class ProxyHandler:
                      record: RequestRecord, started: float, receive: Receive, send: Send,
                      adapted: AdaptedRequest | None = None) -> None:
         """``raw_path`` is the upstream path: the client's, unless a route adapter changed it."""
-        assert self.session is not None
+        assert self.upstream is not None
         request_id = record.id.encode()
-        url = URL(route.upstream_url(raw_path, query), encoded=True)
         provider_label = route.name
         try:
-            response = await self.session.request(method, url, data=body or None, headers=forward,
-                                                  allow_redirects=False)
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+            response = await self.upstream.request(route.origin, method, route.upstream_target(raw_path, query),
+                                                   forward, body)
+        except UpstreamTimeout:
             record.status_code = 504
             record.error_message = f"{provider_label} upstream timed out"
             await send_error(send, 504, "upstream_timeout",
                              f"The {provider_label} upstream did not answer in time.",
                              [(b"x-majordomo-request-id", request_id)], provider=provider_label)
             return
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             record.status_code = 502
-            record.error_message = truncate_message(f"{provider_label} upstream unreachable: {type(exc).__name__}")
+            record.error_message = truncate_message(f"{provider_label} upstream unreachable: {exc}")
             await send_error(send, 502, "upstream_unreachable",
                              f"The {provider_label} upstream could not be reached.",
                              [(b"x-majordomo-request-id", request_id)], provider=provider_label)
@@ -248,13 +241,13 @@ class ProxyHandler:
 
         async with response:
             record.status_code = response.status
-            content_type = response.headers.get("Content-Type", "")
+            content_type = (response.header(b"content-type") or b"").decode("latin-1")
             streamed = request_info.stream or content_type.startswith("text/event-stream")
             record.streamed = streamed
             ok = response.status < 400
             parser = route.provider.stream_parser(raw_path.decode("latin-1"), request_info) \
                 if streamed and ok else None
-            encoding = response.headers.get("Content-Encoding", "").lower()
+            encoding = (response.header(b"content-encoding") or b"").decode("latin-1").lower()
             decode = _Decoder() if encoding in ("gzip", "x-gzip", "deflate") else None
             captured: list[bytes] = []
             captured_size = 0
@@ -277,19 +270,19 @@ class ProxyHandler:
             watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, disconnected)) \
                 if streamed else None
             upstream_broken: str | None = None
+            completed = False
             abandoned_at: float | None = None
             abandoned_bytes = 0
             try:
-                content = response.content
+                readany = response.readany
                 while True:
                     try:
-                        chunk = await content.readany()
-                    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                            aiohttp.ClientOSError) as exc:
-                        upstream_broken = f"upstream stream broken: {type(exc).__name__}"
-                        break
-                    except (TimeoutError, aiohttp.ServerTimeoutError):
+                        chunk = await readany()
+                    except UpstreamTimeout:
                         upstream_broken = "upstream stream timed out"
+                        break
+                    except UpstreamBroken as exc:
+                        upstream_broken = f"upstream stream broken: {exc}"
                         break
                     if not chunk:
                         break
@@ -305,8 +298,15 @@ class ProxyHandler:
                         if not disconnected.is_set():
                             if transform is not None:
                                 chunk = transform.feed(plain)
-                                if not chunk:
-                                    continue
+                                if chunk:
+                                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                                continue
+                            if response.at_eof:
+                                # The body ended with this read (a stream's last event and its end
+                                # usually share a packet): one write carries both.
+                                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                                completed = True
+                                break
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
                             continue
                         record.aborted = True
@@ -330,6 +330,8 @@ class ProxyHandler:
                     record.error_message = truncate_message(
                         f"{upstream_broken}" + (f"; {record.error_message}" if record.error_message else ""))
 
+            if completed:
+                return  # the client has every byte (the server reports a disconnect after that)
             if disconnected.is_set():
                 record.aborted = True
             if upstream_broken is not None or record.aborted:
@@ -339,16 +341,15 @@ class ProxyHandler:
             tail = transform.finish() if transform is not None else b""
             await send({"type": "http.response.body", "body": tail, "more_body": False})
 
-    async def _relay_whole(self, response: aiohttp.ClientResponse, route: Route, raw_path: bytes,
+    async def _relay_whole(self, response: UpstreamResponse, route: Route, raw_path: bytes,
                            record: RequestRecord, out_headers: list[tuple[bytes, bytes]], ok: bool,
                            decode: _Decoder | None, send: Send) -> None:
         try:
             body = await response.read()
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
-                TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except UpstreamError as exc:
             # Nothing has reached the client yet, so it can get a clean error instead of a cut body.
             record.status_code = 502
-            record.error_message = f"upstream response broken: {type(exc).__name__}"
+            record.error_message = f"upstream response broken: {exc}"
             await send_error(send, 502, "upstream_broken",
                              f"The {route.name} upstream closed the connection before its response was complete.",
                              [(b"x-majordomo-request-id", record.id.encode())], provider=route.name)

@@ -9,7 +9,8 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
     b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
-_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
+# expect: the gateway has read the whole body already; the upstream gets it in one go.
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 _RESPONSE_DROPPED = HOP_BY_HOP
 MAJORDOMO_PREFIX = b"x-majordomo-"
 KEY_HEADER = "key"

@@ -9,12 +9,13 @@ where the request goes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from majordomo_gateway.config import ProviderEndpoints
 from majordomo_gateway.providers.base import Provider
 from majordomo_gateway.proxy.adapter import RouteAdapter
 from majordomo_gateway.proxy.translate.anthropic_openai import AnthropicOpenAIAdapter
+from majordomo_gateway.proxy.upstream import Origin
 
 ROUTE_NAMES = ("openai", "anthropic", "gemini", "gemini-openai", "anthropic-openai")
 SUPPORTED_PATHS = (
@@ -46,13 +47,19 @@ class Route:
     strip_v1: bool = False
     # Rewrites the request and transforms the response (proxy/adapter.py); None relays bytes as is.
     adapter: RouteAdapter | None = None
+    origin: Origin = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin", Origin.from_url(self.base_url))
+
+    def upstream_target(self, raw_path: bytes, query: bytes) -> bytes:
+        """Path and query for the upstream, after the origin's base path (see Origin)."""
+        if self.strip_v1 and (raw_path == b"/v1" or raw_path.startswith(b"/v1/")):
+            raw_path = raw_path[3:] or b"/"
+        return raw_path + b"?" + query if query else raw_path
 
     def upstream_url(self, raw_path: bytes, query: bytes) -> str:
-        path = raw_path.decode("latin-1")
-        if self.strip_v1 and (path == "/v1" or path.startswith("/v1/")):
-            path = path[3:] or "/"
-        url = self.base_url + path
-        return f"{url}?{query.decode('latin-1')}" if query else url
+        return self.base_url + self.upstream_target(raw_path, query).decode("latin-1")
 
 
 def check_path(raw_path: bytes) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -79,10 +79,43 @@ _column_values = operator.attrgetter(*COLUMNS)
 _REQUESTED_AT = COLUMNS.index("requested_at")
 _RESPONDED_AT = COLUMNS.index("responded_at")
 _COST_INDEXES = tuple(COLUMNS.index(name) for name in ("input_cost", "output_cost", "total_cost"))
+_TEXT_COLUMNS = tuple(f.name for f in fields(RequestRecord) if f.type in ("str", "str | None"))
+_text_values = operator.attrgetter(*_TEXT_COLUMNS)
+
+# PostgreSQL text and jsonb cannot hold U+0000 and SQLite's SQL functions stop at it, so both databases
+# store U+FFFD in its place: the row is kept, and reads the same on either.
+NUL = "\x00"
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def has_nul(record: RequestRecord) -> bool:
+    """Whether any string the row stores (metadata keys and values included) contains U+0000."""
+    return any(value is not None and NUL in value for value in _text_values(record)) or any(
+        NUL in key or (isinstance(value, str) and NUL in value) for key, value in record.raw_metadata.items()
+    )
+
+
+def without_nul(record: RequestRecord) -> RequestRecord:
+    """The row with U+0000 replaced by U+FFFD in every stored string; a copy, the caller's row is untouched."""
+    changes: dict[str, Any] = {name: _clean(getattr(record, name)) for name in _TEXT_COLUMNS}
+    changes["raw_metadata"] = _clean(record.raw_metadata)
+    return replace(record, **changes)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT_CHARACTER)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
 
 
 def truncate_message(message: str, limit: int = 2000) -> str:
     """Cut on a character boundary (never inside a UTF-8 sequence) and say that it was cut."""
+    # Upstream error bodies may carry NULs, which PostgreSQL text cannot store.
+    message = message.replace(NUL, REPLACEMENT_CHARACTER)
     if len(message) <= limit:
         return message
     return message[: limit - 1] + "…"

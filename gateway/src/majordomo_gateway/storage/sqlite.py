@@ -28,7 +28,7 @@ from majordomo_gateway.storage.database import (
     cost_value,
     load_migrations,
 )
-from majordomo_gateway.storage.records import COLUMNS, RequestRecord
+from majordomo_gateway.storage.records import COLUMNS, RequestRecord, has_nul, without_nul
 from majordomo_gateway.usage import Usage
 
 T = TypeVar("T")
@@ -83,6 +83,10 @@ def _key(row: sqlite3.Row | tuple[Any, ...]) -> KeyRecord:
 
 
 def _params(record: RequestRecord) -> list[Any]:
+    if has_nul(record):
+        # SQLite would keep the NUL, but length() and ->> stop at it; store what
+        # PostgreSQL stores, so the two databases read the same.
+        record = without_nul(record)
     values = list(record.as_tuple())
     for index in _BOOL_INDEXES:
         values[index] = int(values[index])
