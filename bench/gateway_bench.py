@@ -154,6 +154,7 @@ class Gateway:
             env["PYTHONPATH"] = probes + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             env["MAJORDOMO_BENCH_GC_LOG"] = self.gc_log
             env["MAJORDOMO_BENCH_GC_FREEZE"] = "1" if GC_PROBE["freeze"] else "0"
+            env["MAJORDOMO_BENCH_STALLS"] = "1"
         if not ps.port_free(port):
             raise RuntimeError(f"port {port} is busy: another benchmark still running?")
         self.log = open(os.path.join(workdir, f"gateway-{label}.log"), "a")
@@ -677,7 +678,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--py-spy", default=os.environ.get("MAJORDOMO_BENCH_PY_SPY", ""))
     ap.add_argument("--out", default=None)
     ap.add_argument("--gc-probe", action="store_true",
-                    help="record the gateways' garbage-collector pauses (bench/probes/sitecustomize.py)")
+                    help="record the gateways' garbage-collector pauses and event-loop stalls over 2 ms with the "
+                         "stack that held the loop (bench/probes/sitecustomize.py; files kept with --keep-workdir)")
     ap.add_argument("--gc-freeze", action="store_true",
                     help="what-if: gc.freeze() in the gateways after start-up (implies --gc-probe)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the temporary directory (logs, profiles)")

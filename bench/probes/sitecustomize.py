@@ -37,3 +37,45 @@ if _LOG and "serve" in sys.argv:
             gc.freeze()
 
         _app.Gateway.startup = _startup_then_freeze
+
+# Event-loop stalls: a watcher thread samples the loop thread's stack whenever the loop has not
+# run its 1 ms heartbeat for over 2 ms, and appends "stall_ms<TAB>innermost frames" lines.  The
+# switch interval is lowered so the watcher gets the GIL during a stall (a small perturbation;
+# diagnosis only).
+if _LOG and "serve" in sys.argv and os.environ.get("MAJORDOMO_BENCH_STALLS") == "1":
+    import asyncio
+    import threading
+    import traceback
+
+    sys.setswitchinterval(0.0005)
+    _stalls = open(f"{_LOG}.stalls.{os.getpid()}", "a", buffering=1)
+    _beat = [time.perf_counter(), 0]
+
+    def _heartbeat(loop):
+        _beat[0] = time.perf_counter()
+        loop.call_later(0.001, _heartbeat, loop)
+
+    def _watch(main_id):
+        seen = None
+        while True:
+            time.sleep(0.0005)
+            lag = time.perf_counter() - _beat[0]
+            if lag > 0.002:
+                if seen != _beat[0]:
+                    seen = _beat[0]
+                    frame = sys._current_frames().get(main_id)
+                    stack = traceback.extract_stack(frame)[-6:] if frame is not None else []
+                    where = " < ".join(f"{os.path.basename(f.filename)}:{f.lineno}:{f.name}" for f in reversed(stack))
+                    _stalls.write(f"{lag * 1000:.2f}\t{where}\n")
+
+    from majordomo_gateway import app as _app_mod
+
+    _orig_startup = _app_mod.Gateway.startup
+
+    async def _startup_with_watch(self):
+        await _orig_startup(self)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(_heartbeat, loop)
+        threading.Thread(target=_watch, args=(threading.get_ident(),), daemon=True).start()
+
+    _app_mod.Gateway.startup = _startup_with_watch

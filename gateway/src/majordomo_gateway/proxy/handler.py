@@ -241,14 +241,13 @@ class ProxyHandler:
 
         async with response:
             record.status_code = response.status
-            content_type = (response.header(b"content-type") or b"").decode("latin-1")
+            content_type = response.content_type.decode("latin-1")
             streamed = request_info.stream or content_type.startswith("text/event-stream")
             record.streamed = streamed
             ok = response.status < 400
             parser = route.provider.stream_parser(raw_path.decode("latin-1"), request_info) \
                 if streamed and ok else None
-            encoding = (response.header(b"content-encoding") or b"").decode("latin-1").lower()
-            decode = _Decoder() if encoding in ("gzip", "x-gzip", "deflate") else None
+            decode = _Decoder() if response.content_encoding in (b"gzip", b"x-gzip", b"deflate") else None
             captured: list[bytes] = []
             captured_size = 0
             capture_limit = MAX_PARSED_BODY if ok else MAX_ERROR_CAPTURE

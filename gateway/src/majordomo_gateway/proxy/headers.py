@@ -39,7 +39,17 @@ class ClientHeaders:
 
 def canonical_name(name: str) -> str:
     """``user-id`` → ``User-Id``: the casing the guide's SQL queries use."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+    canonical = _CANONICAL.get(name)
+    if canonical is None:
+        canonical = "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+        if len(_CANONICAL) < _CANONICAL_MAX:  # clients choose the names: bounded, never evicting
+            _CANONICAL[name] = canonical
+    return canonical
+
+
+# The same few metadata names (Feature, Step, User-Id...) arrive on every request.
+_CANONICAL: dict[str, str] = {}
+_CANONICAL_MAX = 4096
 
 
 def split_headers(raw: list[tuple[bytes, bytes]], *, max_metadata: int, max_value_bytes: int) -> ClientHeaders:

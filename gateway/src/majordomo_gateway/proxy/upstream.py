@@ -187,7 +187,9 @@ class UpstreamResponse:
         "_timer",
         "_until_close",
         "_waiter",
+        "content_encoding",
         "content_length",
+        "content_type",
         "raw_headers",
         "status",
     )
@@ -197,6 +199,8 @@ class UpstreamResponse:
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.content_length: int | None = None
+        self.content_type = b""
+        self.content_encoding = b""  # lower-cased
         self._conn = conn
         self._client = client
         self._loop = loop
@@ -224,13 +228,18 @@ class UpstreamResponse:
         self.status = status
         length = None
         chunked = False
+        # One pass over the head for everything the relay asks about.
         for name, value in self.raw_headers:
             lower = name.lower()
-            if lower == b"content-length":
+            if lower == b"content-type":
+                self.content_type = value
+            elif lower == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
                     length = None
+            elif lower == b"content-encoding":
+                self.content_encoding = value.lower()
             elif lower == b"transfer-encoding" and b"chunked" in value.lower():
                 chunked = True
         self.content_length = length
@@ -476,10 +485,8 @@ class UpstreamClient:
 
 
 def _request_head(method: str, origin: Origin, target: bytes, headers: list[tuple[str, str]], body: bytes) -> bytes:
-    lines = [f"{method} ".encode("latin-1") + origin.base_path + target + b" HTTP/1.1\r\nHost: "
-             + origin.host_header]
-    lines.extend(f"{name}: {value}".encode("latin-1") for name, value in headers)
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
     if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-        lines.append(b"Content-Length: %d" % len(body))
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+        fields += f"Content-Length: {len(body)}\r\n"
+    return b"".join((method.encode("latin-1"), b" ", origin.base_path, target, b" HTTP/1.1\r\nHost: ",
+                     origin.host_header, b"\r\n", fields.encode("latin-1"), b"\r\n"))
