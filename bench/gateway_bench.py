@@ -134,6 +134,7 @@ class Store:
 
 
 GC_PROBE = {"enabled": False, "freeze": False}
+GATEWAY_ENV: dict[str, str] = {}
 
 
 class Gateway:
@@ -148,6 +149,7 @@ class Gateway:
         env.update(MAJORDOMO_DATABASE_URL=store.url, MAJORDOMO_PROVIDERS_OPENAI_BASE_URL=base,
                    MAJORDOMO_PROVIDERS_ANTHROPIC_BASE_URL=base, MAJORDOMO_LOG_LEVEL="warning",
                    MAJORDOMO_WRITER_SPOOL_DIR=os.path.join(workdir, f"spool-{label}"))
+        env.update(GATEWAY_ENV)  # --gateway-env what-ifs
         self.gc_log = os.path.join(workdir, f"gc-{label}")
         if GC_PROBE["enabled"]:
             probes = os.path.join(HERE, "probes")
@@ -639,7 +641,7 @@ def versions() -> dict:
     from importlib.metadata import version
 
     out = {"python": platform.python_version()}
-    for pkg in ("majordomo-gateway", "uvicorn", "uvloop", "httptools", "aiohttp", "asyncpg", "orjson"):
+    for pkg in ("majordomo-gateway", "uvicorn", "uvloop", "httptools", "asyncpg", "orjson"):
         with contextlib.suppress(Exception):
             out[pkg] = version(pkg)
     for tool, args in (("wrk", ["-v"]), ("nginx", ["-v"])):
@@ -682,13 +684,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "stack that held the loop (bench/probes/sitecustomize.py; files kept with --keep-workdir)")
     ap.add_argument("--gc-freeze", action="store_true",
                     help="what-if: gc.freeze() in the gateways after start-up (implies --gc-probe)")
-    ap.add_argument("--keep-workdir", action="store_true", help="keep the temporary directory (logs, profiles)")
+    ap.add_argument("--gateway-env", action="append", default=[], metavar="MAJORDOMO_NAME=VALUE",
+                    help="a setting for every gateway process, for what-ifs (repeatable), e.g. "
+                         "MAJORDOMO_WRITER_FLUSH_INTERVAL=0.02")
+    ap.add_argument("--keep-workdir", action="store_true",
+                    help="keep the temporary directory (logs, profiles) and the PostgreSQL databases")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite the tables in docs/performance.md")
     a = ap.parse_args(argv)
     if a.quick:
         a.reps, a.dur, a.conc = 1, 2, "1,32"
         a.ttfb_n, a.open_streams, a.open_gap_ms, a.worker_reps, a.profile_dur = 40, 1000, 200, 1, 3
     GC_PROBE.update(enabled=a.gc_probe or a.gc_freeze, freeze=a.gc_freeze)
+    for item in a.gateway_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("MAJORDOMO_"):
+            raise SystemExit(f"--gateway-env wants MAJORDOMO_NAME=value, got {item!r}")
+        GATEWAY_ENV[name] = value
     a.conc = [int(c) for c in a.conc.split(",")]
     a.targets = a.targets.split(",")
     a.workloads = a.workloads.split(",")
@@ -738,7 +749,7 @@ def main(argv=None) -> int:
                  "machine": ps.machine(), "versions": versions(),
                  "config": {k: getattr(a, k) for k in ("reps", "dur", "conc", "targets", "workloads", "paced_conc",
                                                        "ttfb_n", "open_streams", "open_gap_ms", "worker_reps",
-                                                       "max_foreign", "gc_probe", "gc_freeze")}
+                                                       "max_foreign", "gc_probe", "gc_freeze", "gateway_env")}
                            | {"sse_gap_ms": 1, "chunks": canned.N_CHUNKS},
                  "notes": notes}
     try:
@@ -793,7 +804,10 @@ def main(argv=None) -> int:
         for u in ups:
             ps.stop(u, timeout=5)
         for s in stores:
-            s.drop()
+            if a.keep_workdir and s.kind == "pg":
+                log(f"kept database {s.name} (--keep-workdir)")
+            else:
+                s.drop()
         b.raw.close()
         if not a.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)

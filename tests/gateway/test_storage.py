@@ -192,3 +192,4 @@ async def test_values_round_trip_exactly_on_postgres(postgres_database: Database
     assert [str(stored_full[COLUMNS.index(c)]) for c in ("input_cost", "output_cost", "total_cost")] == [
         "1234567890.0123456789", "1E-10", "-1E-10"]
     assert stored_full[COLUMNS.index("requested_at")].isoformat() == "2026-11-27T18:29:59.999999+00:00"
+

@@ -18,7 +18,7 @@ from majordomo_gateway.storage.database import (
     UsageRow,
     load_migrations,
 )
-from majordomo_gateway.storage.records import COLUMNS, RequestRecord, _encode_extra, has_nul, without_nul
+from majordomo_gateway.storage.records import COLUMNS, RequestRecord, encode_extra, has_nul, without_nul
 from majordomo_gateway.usage import Usage
 
 # Column types for the batch insert.  The whole batch travels as ONE jsonb parameter (an array of row
@@ -240,13 +240,13 @@ class PostgresDatabase:
 
 
 def _batch_json(records: Sequence[RequestRecord]) -> str:
-    payload = orjson.dumps([r.as_tuple() for r in records], default=_encode_extra)
+    payload = orjson.dumps([r.as_tuple() for r in records], default=encode_extra)
     # orjson writes U+0000 as the escape \u0000, which jsonb refuses (the row would be set aside, never
     # stored).  The search also matches a literal backslash before "u0000" (written \\u0000), so the rare
     # slow path cleans the values, never the bytes, and such strings are stored unchanged.
     if b"\\u0000" in payload:
         payload = orjson.dumps([(without_nul(r) if has_nul(r) else r).as_tuple() for r in records],
-                               default=_encode_extra)
+                               default=encode_extra)
     return payload.decode()
 
 

@@ -50,6 +50,7 @@ SPOOL_CHECK_INTERVAL = 30.0
 SPOOL_SCAN_INTERVAL = 5.0
 # While anything is wrong, one status line this often.
 STATUS_LOG_INTERVAL = 10.0
+STATUS_CHECK_INTERVAL = 1.0
 # On stop, how many rounds without progress before rows neither the database nor the spool will
 # take are given up (logged with their count) so that the process can exit.
 DRAIN_ATTEMPTS = 3
@@ -114,7 +115,7 @@ class RowWriter:
         database: Database,
         spool: Spool,
         *,
-        batch_size: int = 500,
+        batch_size: int = 100,
         flush_interval: float = 0.1,
         queue_size: int = 20_000,
         prepare: Prepare | None = None,
@@ -143,6 +144,7 @@ class RowWriter:
         self._last_attempt = 0.0
         self._last_scan = 0.0
         self._last_status_log = 0.0
+        self._last_status_check = 0.0
         self._unhealthy = False
         self._dropped_logged = 0
         # Rows taken off the queue and not yet in the database or the spool, by batch.
@@ -515,15 +517,18 @@ class RowWriter:
 
     def _log_status(self) -> None:
         now = time.monotonic()
-        if now - self._last_status_log < STATUS_LOG_INTERVAL:
+        # stats() lists the spool directory: once a second, not on every guard tick.
+        if now - self._last_status_check < STATUS_CHECK_INTERVAL:
             return
+        self._last_status_check = now
         stats = self.stats()
         unhealthy = (not stats.database_ok or not stats.spool_ok or stats.spool_bytes > 0
                      or stats.queue_depth > self.batch_size or stats.rows_dropped > self._dropped_logged)
         if unhealthy:
-            self._last_status_log = now
-            log.warning("row writer: %s", stats.summary())
-            self._dropped_logged = max(self._dropped_logged, stats.rows_dropped)
+            if now - self._last_status_log >= STATUS_LOG_INTERVAL:
+                self._last_status_log = now
+                log.warning("row writer: %s", stats.summary())
+                self._dropped_logged = max(self._dropped_logged, stats.rows_dropped)
         elif self._unhealthy:
             self._last_status_log = now
             log.info("row writer caught up: %s", stats.summary())
