@@ -39,7 +39,7 @@ def tables(res: dict) -> str:
         f"Run {res['generated']} ({'quick' if res['quick'] else 'full'}, {res.get('duration_s', '?')} s, "
         f"commit {v.get('git', '?')}): {m['nproc']} cores, {m['cpu_model']}, {m['mem_gib']} GiB, "
         f"Linux {m['kernel']}; Python {v.get('python')}, uvicorn {v.get('uvicorn')}, uvloop {v.get('uvloop')}, "
-        f"httptools {v.get('httptools')}, aiohttp {v.get('aiohttp')}, asyncpg {v.get('asyncpg')}, "
+        f"httptools {v.get('httptools')}, asyncpg {v.get('asyncpg')}, "
         f"PostgreSQL {v.get('postgresql', '-').split(' ')[0]}, {' '.join(v.get('wrk', 'wrk').split()[:2])}, "
         f"{v.get('nginx', 'nginx').removeprefix('nginx version: ')}.  "
         f"{cfg['reps']} repetitions of {cfg['dur']} s phases (medians shown), streams of {cfg['chunks']} events "
