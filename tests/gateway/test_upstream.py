@@ -8,6 +8,7 @@ timeouts, backpressure and TLS are checked at the wire, not through another HTTP
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -384,3 +385,40 @@ async def test_https_upstream_is_verified_against_the_trust_store(tls_ca: trustm
         with pytest.raises(UpstreamConnectError, match="SSL"):
             await untrusting.request(srv.origin(), "POST", b"/v1/x", [("Authorization", "Bearer k")], b"{}")
         await untrusting.close()
+
+
+async def test_new_connections_share_one_name_lookup_and_fall_back_across_addresses(monkeypatch) -> None:
+    from majordomo_gateway.proxy import upstream as upstream_module
+
+    loop = asyncio.get_running_loop()
+    real_getaddrinfo = loop.getaddrinfo
+    lookups: list[str] = []
+
+    async def counting_getaddrinfo(host, port, **kwargs):  # type: ignore[no-untyped-def]
+        lookups.append(host)
+        infos = await real_getaddrinfo(host, port, **kwargs)
+        # An unreachable address first, as a dual-stack name can give: the next one must be tried.
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 9)), *infos]
+
+    monkeypatch.setattr(loop, "getaddrinfo", counting_getaddrinfo)
+    monkeypatch.setattr(upstream_module, "DNS_TTL_SECONDS", 0.0)  # every answer expires at once
+
+    async with ScriptedServer(_keep_alive_json) as srv:
+        client = _client()
+        origin = Origin.from_url(f"http://localhost:{srv.port}")
+        # Three requests at once on an empty pool: three new connections.
+        for response in await asyncio.gather(*(client.request(origin, "POST", b"/v1/x", [], b"{}") for _ in range(3))):
+            assert await response.read() == b'{"ok": true}'
+            response.release()
+        assert srv.connections == 3
+        assert lookups == ["localhost"]  # one lookup for all three
+        response = await client.request(origin, "POST", b"/v1/x", [], b"{}")  # a pooled connection: no lookup
+        await response.read()
+        response.release()
+        assert lookups == ["localhost"]
+        for response in await asyncio.gather(*(client.request(origin, "POST", b"/v1/x", [], b"{}") for _ in range(4))):
+            await response.read()
+            response.release()
+        assert srv.connections == 4  # three reused, one new: its lookup had expired
+        assert lookups == ["localhost", "localhost"]
+        await client.close()

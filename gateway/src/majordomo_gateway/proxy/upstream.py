@@ -5,7 +5,7 @@ arrives", and aiohttp's response machinery (StreamReader, multidict headers, URL
 tracing hooks) was the largest single item in the gateway's profile: 104 µs of a ~300 µs
 request, ~100 µs more per 21-event stream.  This client keeps what a relay needs (TLS with
 the system trust store, connect and read timeouts, keep-alive reuse with one retry on a stale
-connection, backpressure) and nothing else; docs/stack-choice.md and docs/performance.md
+connection, backpressure, a short DNS cache) and nothing else; docs/stack-choice.md and docs/performance.md
 have the measurements.
 
     client = UpstreamClient(connect_timeout=10, read_timeout=600)
@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -34,6 +36,9 @@ _HIGH_WATER = 256 * 1024
 # (OpenAI and Anthropic after about a minute), and a write into a dropped one costs a retry.
 DEFAULT_KEEPALIVE_SECONDS = 15.0
 _MAX_IDLE_PER_ORIGIN = 256
+# Resolved addresses are reused this long: a burst of new connections costs one lookup, not one
+# getaddrinfo (a thread-pool round trip, or a slow resolver) each.
+DNS_TTL_SECONDS = 60.0
 
 
 class UpstreamError(Exception):
@@ -385,6 +390,8 @@ class UpstreamClient:
         self.keepalive_seconds = keepalive_seconds
         self._ssl_context = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, str, int]]]] = {}
+        self._resolving: dict[tuple[str, int], asyncio.Future[list[tuple[int, str, int]]]] = {}
         self._closed = False
 
     def _ssl(self) -> ssl.SSLContext:
@@ -452,16 +459,54 @@ class UpstreamClient:
         tls = origin.scheme == "https"
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(origin.key), origin.host, origin.port,
-                    ssl=self._ssl() if tls else None, server_hostname=origin.host if tls else None,
-                )
+                addresses = await self._resolve(origin, loop)
+                for index, (family, address, port) in enumerate(addresses):
+                    try:
+                        _, conn = await loop.create_connection(
+                            lambda: _Connection(origin.key), address, port, family=family,
+                            ssl=self._ssl() if tls else None, server_hostname=origin.host if tls else None,
+                        )
+                        return conn
+                    except OSError:
+                        if index == len(addresses) - 1:
+                            # Maybe the addresses changed: the next connection asks the resolver again.
+                            self._addresses.pop((origin.host, origin.port), None)
+                            raise
         except TimeoutError as exc:
             raise UpstreamTimeout(f"connecting to {origin.host}:{origin.port} timed out") from exc
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamConnectError(f"cannot connect to {origin.host}:{origin.port}: "
                                        f"{type(exc).__name__}") from exc
-        return conn
+        raise UpstreamConnectError(f"cannot connect to {origin.host}:{origin.port}: no address")
+
+    async def _resolve(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> list[tuple[int, str, int]]:
+        key = (origin.host, origin.port)
+        cached = self._addresses.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        lookup = self._resolving.get(key)
+        if lookup is None:  # one lookup per host at a time, shared by every connection waiting on it
+            lookup = asyncio.ensure_future(self._lookup(origin, loop))
+            self._resolving[key] = lookup
+            lookup.add_done_callback(lambda done: self._lookup_done(key, done))
+        return await asyncio.shield(lookup)
+
+    def _lookup_done(self, key: tuple[str, int], lookup: asyncio.Future[list[tuple[int, str, int]]]) -> None:
+        self._resolving.pop(key, None)
+        if not lookup.cancelled():
+            lookup.exception()  # every waiter may have given up: not an unhandled error
+
+    async def _lookup(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> list[tuple[int, str, int]]:
+        infos = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        addresses: list[tuple[int, str, int]] = []
+        for family, _, _, _, sockaddr in infos:
+            address = (int(family), str(sockaddr[0]), int(sockaddr[1]))
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise OSError(f"no address for {origin.host}")
+        self._addresses[(origin.host, origin.port)] = (time.monotonic() + DNS_TTL_SECONDS, addresses)
+        return addresses
 
     def _put_back(self, conn: _Connection) -> None:
         if self._closed:
