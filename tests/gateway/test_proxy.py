@@ -377,3 +377,64 @@ async def test_no_secret_reaches_a_row_or_the_log(fresh_gateway: GatewayProcess)
     dump = repr(rows) + gw.log_text()
     for secret in (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY, gw.key, "mdm_sk_wrongwrongwrong"):
         assert secret not in dump
+
+
+# -- a client slower than the upstream ---------------------------------------------------------
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)  # the relay's behaviour, not the database's
+async def test_a_slow_client_holds_the_stream_back_and_gets_every_byte_in_order(gateway: GatewayProcess) -> None:
+    """The relay sends each upstream read on at once while the client keeps up; when the client's
+    socket is full it waits (no unbounded buffering), then resumes in order."""
+    import socket
+
+    # ~6 MB of events: more than the kernel buffers between the gateway and its client can hold.
+    pieces_sent = [f"<{i:04d}>" + "x" * 2000 for i in range(3000)]  # every piece says where it belongs
+    text = "".join(pieces_sent)
+    body = orjson.dumps({**CHAT, "stream": True, "stream_options": {"include_usage": True},
+                         "messages": [{"role": "user", "content": f"[mock:text={text}] [mock:chunks=3000]"}]})
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            f"X-Majordomo-Key: {gateway.key}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that cannot take much at once
+    sock.connect(("127.0.0.1", gateway.port))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, head + body)
+    received = await loop.sock_recv(sock, 4096)
+    while b"\r\n\r\n" not in received:
+        received += await loop.sock_recv(sock, 4096)
+    request_id = received.split(b"x-majordomo-request-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
+
+    await asyncio.sleep(1.0)  # the client stops reading; the stream is far larger than any buffer on the way
+    assert await gateway.query(
+        "SELECT count(*) FROM llm_requests WHERE id = " + ("?" if gateway.dialect == "sqlite" else "$1::uuid"),
+        request_id) == [(0,)], "the stream finished while its client was not reading: it was buffered whole"
+
+    while chunk := await loop.sock_recv(sock, 65536):
+        received += chunk
+    sock.close()
+    payload = received.split(b"\r\n\r\n", 1)[1]
+    events = _dechunk(payload).split(b"\n\n")
+    pieces = []
+    for event in events:
+        if event.startswith(b"data: {"):
+            data = orjson.loads(event[6:])
+            if data.get("choices"):
+                pieces.append(data["choices"][0]["delta"].get("content") or "")
+    assert [p for p in pieces if p] == pieces_sent  # in order, none lost or repeated
+    assert events[-2] == b"data: [DONE]"
+    row = await gateway.row(request_id)
+    assert (row["status_code"], row["usage_source"]) == (200, "reported")
+    assert not row["aborted"] and row["streamed"]
+
+
+def _dechunk(payload: bytes) -> bytes:
+    out, rest = [], payload
+    while True:
+        size_line, rest = rest.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(rest[:size])
+        rest = rest[size + 2:]

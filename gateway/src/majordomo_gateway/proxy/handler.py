@@ -272,6 +272,30 @@ class ProxyHandler:
             completed = False
             abandoned_at: float | None = None
             abandoned_bytes = 0
+            # A send that had to wait for the client (eager path below); later bytes wait for it.
+            pending: asyncio.Future[None] | None = None
+
+            if parser is not None and transform is None and decode is None:
+                # The eager path: each upstream read is parsed and sent on inside its read callback,
+                # with no task wake-up or loop iteration per event.  Anything unusual (the client
+                # gone, a send that has to wait) declines or hands over to the loop below.
+                def sink(data: bytes, last: bool) -> bool:
+                    nonlocal completed, pending
+                    if pending is not None or disconnected.is_set():
+                        return False
+                    if record.time_to_first_token_ms is None:
+                        record.time_to_first_token_ms = round((time.perf_counter() - started) * 1000, 3)
+                    parser.feed(data)
+                    suspended = _send_now(send, {"type": "http.response.body", "body": data, "more_body": not last})
+                    completed = last
+                    if suspended is not None:
+                        # The client's socket is full: stop reading the upstream until it drains.
+                        pending = suspended
+                        response.pause_reading()
+                        suspended.add_done_callback(lambda _: response.resume_reading())
+                    return True
+
+                response.set_sink(sink)
             try:
                 readany = response.readany
                 while True:
@@ -293,6 +317,9 @@ class ProxyHandler:
                     elif captured_size < capture_limit:
                         captured.append(plain)
                         captured_size += len(plain)
+                    if pending is not None:
+                        await pending
+                        pending = None
                     if abandoned_at is None:
                         if not disconnected.is_set():
                             if transform is not None:
@@ -315,10 +342,16 @@ class ProxyHandler:
                     if (abandoned_bytes > self.settings.abandoned_stream_max_bytes
                             or time.monotonic() - abandoned_at > self.settings.abandoned_stream_max_seconds):
                         break
+                if pending is not None:
+                    await pending
+                    pending = None
             except asyncio.CancelledError:
                 record.aborted = True
                 raise
             finally:
+                response.set_sink(None)
+                if pending is not None:
+                    pending.cancel()
                 if watcher is not None:
                     watcher.cancel()
                 if parser is not None:
@@ -421,6 +454,34 @@ async def _read_body(receive: Receive) -> bytes | None:
             return None
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _send_now(send: Send, message: MutableMapping[str, Any]) -> asyncio.Future[None] | None:
+    """Run ``send(message)`` to completion right here if it does not wait (it only waits when the
+    client's socket is full); else return a task that finishes it, in order, once it can."""
+    coro = send(message)
+    try:
+        waiting = coro.send(None)  # type: ignore[attr-defined]
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_finish_send(coro, waiting))
+
+
+async def _finish_send(coro: Any, waiting: Any) -> None:
+    # What asyncio's Task does for a coroutine that yielded a future: wait for it, then resume.
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((waiting,))
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
 
 
 async def _watch_disconnect(receive: Receive, disconnected: asyncio.Event) -> None:

@@ -25,6 +25,7 @@ import collections
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -39,6 +40,9 @@ _MAX_IDLE_PER_ORIGIN = 256
 # Resolved addresses are reused this long: a burst of new connections costs one lookup, not one
 # getaddrinfo (a thread-pool round trip, or a slow resolver) each.
 DNS_TTL_SECONDS = 60.0
+
+
+Sink = Callable[[bytes, bool], bool]
 
 
 class UpstreamError(Exception):
@@ -120,6 +124,8 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
             response._fail(UpstreamBroken(f"upstream sent malformed HTTP: {exc}"))
             self.close()
+        if response._sink is not None:
+            response._deliver()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -189,6 +195,7 @@ class UpstreamResponse:
         "_paused",
         "_read_timeout",
         "_released",
+        "_sink",
         "_timer",
         "_until_close",
         "_waiter",
@@ -224,6 +231,7 @@ class UpstreamResponse:
         self._last_read = loop.time()
         self._timer: asyncio.TimerHandle | None = loop.call_at(self._last_read + read_timeout, self._check_timeout)
         self._released = False
+        self._sink: Sink | None = None
 
     # -- fed by the connection ----------------------------------------------------------------
     def _head_complete(self, status: int) -> None:
@@ -261,6 +269,8 @@ class UpstreamResponse:
         self._buffer.append(body)
         self._buffered += len(body)
         self._last_read = self._loop.time()
+        if self._sink is not None:
+            return  # handed over once the whole read is parsed (_deliver), so the end can ride along
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -319,7 +329,44 @@ class UpstreamResponse:
             self._timer.cancel()
             self._timer = None
 
+    def _deliver(self) -> None:
+        """Offer what this read brought to the sink; what it declines is read the usual way."""
+        sink = self._sink
+        if sink is not None and self._buffer and self._error is None:
+            buffer = self._buffer
+            data = buffer.popleft() if len(buffer) == 1 else b"".join(buffer)
+            buffer.clear()
+            self._buffered = 0
+            try:
+                if sink(data, self._eof):
+                    return
+            except Exception:
+                # Not ours to handle inside a read callback: the relay meets it again in readany's
+                # bytes, on its own task, where it is handled (and logged) as usual.
+                self._sink = None
+            buffer.append(data)
+            self._buffered = len(data)
+        self._wake()
+
     # -- used by the relay --------------------------------------------------------------------
+    def set_sink(self, sink: Sink | None) -> None:
+        """Hand body bytes to ``sink(data, last)`` as each read is parsed, inside the read callback.
+
+        A relay that can pass bytes on synchronously (the common case: a stream going to a client
+        that keeps up) then costs no task wake-up and no loop iteration per event.  The sink
+        returns False to decline: the bytes stay here for readany().  ``last`` is True when the
+        body ended with this read.  readany() still reports the end and errors.
+        """
+        self._sink = sink
+
+    def pause_reading(self) -> None:
+        if self._conn.transport is not None and not self._conn.closed:
+            self._conn.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._conn.transport is not None and not self._conn.closed and not self._paused:
+            self._conn.transport.resume_reading()
+
     async def _wait_head(self) -> None:
         await self._head
 
