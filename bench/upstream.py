@@ -120,15 +120,19 @@ class Upstream(asyncio.Protocol):
                 first = float(params["first_ms"]) / 1000
         STATS["streams_started"] += 1
         self.transport.write(head)
-        self.loop.call_later(gap if first is None else first, self._tick, events, 0, gap)
+        # Event i is due at start + first + i * gap, on an absolute schedule: relative sleeps would
+        # add each timer's overshoot (libuv timers tick in whole ms) to the stream's length, and
+        # that drift, different from one phase to the next, would read as latency the gateway added.
+        start = self.loop.time() + (gap if first is None else first)
+        self.loop.call_at(start, self._tick, events, 0, gap, start)
 
-    def _tick(self, events: list[bytes], i: int, gap: float) -> None:
+    def _tick(self, events: list[bytes], i: int, gap: float, start: float) -> None:
         if self.closed:
             STATS["streams_cut"] += 1
             return
         if i + 1 < len(events):
             self.transport.write(events[i])
-            self.loop.call_later(gap, self._tick, events, i + 1, gap)
+            self.loop.call_at(start + (i + 1) * gap, self._tick, events, i + 1, gap, start)
         else:
             self.transport.write(events[i] + END)
             STATS["streams_completed"] += 1
