@@ -593,19 +593,25 @@ def verdicts(res: dict) -> list[dict]:
     js = ("openai_json", "anthropic_json")
     ss = ("openai_stream", "anthropic_stream")
     # CPU per request with the gateway saturated (its core >= 95% busy): the median over those
-    # concurrency levels, for the worse of the two workloads.
+    # concurrency levels, for the worse of the two workloads.  Paced streams may never saturate
+    # the core (the upstream's pacing bounds the rate): then the busiest level stands in, named.
     for key, ws, limit in (("cpu_json", js, 0.25), ("cpu_stream", ss, 0.5)):
         per_wl = []
         for wname in ws:
-            sat = [c for c in cells if c["kind"] == "closed" and c["target"] == "pg" and c["workload"] == wname
-                   and (c.get("cpu_util") or 0) >= 0.95]
+            closed = [c for c in cells if c["kind"] == "closed" and c["target"] == "pg" and c["workload"] == wname
+                      and c.get("cpu_us_per_req") is not None]
+            sat = [c for c in closed if (c.get("cpu_util") or 0) >= 0.95]
+            label = "median of saturated levels"
+            if not sat and closed:
+                sat = [max(closed, key=lambda c: c.get("cpu_util") or 0)]
+                label = f"no level saturated the core; the busiest, {sat[0]['cpu_util']:.0%} busy"
             if sat:
-                per_wl.append((statistics.median(c["cpu_us_per_req"] for c in sat) / 1000, wname, sat))
+                per_wl.append((statistics.median(c["cpu_us_per_req"] for c in sat) / 1000, wname, sat, label))
         if per_wl:
-            ms, wname, sat = max(per_wl)
+            ms, wname, sat, label = max(per_wl)
             levels = ", ".join(f"c{c['conc']} {c['cpu_us_per_req'] / 1000:.3f}"
                                for c in sorted(sat, key=lambda c: c["conc"]))
-            out.append({"id": key, "measured": f"{ms:.3f} ms ({wname}, median of saturated levels: {levels})",
+            out.append({"id": key, "measured": f"{ms:.3f} ms ({wname}, {label}: {levels})",
                         "value": ms, "met": ms <= limit})
     for key, metric, limit in (("added_p50", "added_p50_ms", 1.0), ("added_p99", "added_p99_ms", 5.0)):
         worst = pick("paced", "pg", js + ss, metric)
