@@ -72,6 +72,22 @@ async def test_request_reaches_upstream_unchanged_minus_majordomo_headers(
     assert not [name for name in seen.headers if name.lower().startswith("x-majordomo-")]
 
 
+async def test_expect_100_continue_is_answered_by_the_gateway_not_forwarded(
+        gateway: GatewayProcess, mock_upstream: MockUpstream) -> None:
+    # curl sends Expect: 100-continue for any body over 1 KB; the gateway has the whole body before
+    # it calls the upstream, so the upstream must not be asked to say 100 again.
+    body = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 4000}]})
+    mock_upstream.clear()
+    async with aiohttp.ClientSession() as session, session.post(
+            gateway.url + "/v1/chat/completions", data=body, expect100=True,
+            headers={"X-Majordomo-Key": gateway.key, "Content-Type": "application/json"}) as response:
+        assert response.status == 200
+        assert (await response.json())["object"] == "chat.completion"
+    [seen] = mock_upstream.requests
+    assert seen.body == body
+    assert "expect" not in seen.headers
+
+
 @pytest.mark.parametrize(
     ("path", "body", "headers"),
     [
