@@ -282,6 +282,8 @@ async def test_a_cut_upstream_stream_breaks_the_client_stream(gateway: GatewayPr
     assert row["status_code"] == 200
     assert "upstream stream broken" in row["error_message"]
     assert row["usage_source"] in ("missing", "reported")
+    # The connection is dropped on purpose: no error line about an unfinished response.
+    assert "without completing response" not in gateway.log_path.read_text()
 
 
 async def test_a_cut_non_streamed_response_becomes_a_502(gateway: GatewayProcess) -> None:

@@ -18,6 +18,7 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -66,6 +67,12 @@ _STREAM_USAGE_ROUTES = ("openai", "gemini-openai")
 _WHOLE_BODY_LIMIT = 1024 * 1024
 # Response headers that no longer describe a body once a route adapter has transformed it.
 _TRANSFORMED_DROPPED = frozenset({b"content-length", b"content-encoding"})
+
+
+# Set when the relay ends a response without its final message on purpose (the upstream stream
+# broke, or the client left): the server then drops the connection, which is the point.  Its
+# "returned without completing response" error line would be noise; cli/serve.py filters it.
+dropped_on_purpose: ContextVar[bool] = ContextVar("majordomo_dropped_on_purpose", default=False)
 
 
 def _now() -> datetime:
@@ -369,6 +376,7 @@ class ProxyHandler:
             if upstream_broken is not None or record.aborted:
                 # Returning without the final body message makes the server drop the connection:
                 # the client sees a broken stream, never a clean end of a truncated one.
+                dropped_on_purpose.set(True)
                 return
             tail = transform.finish() if transform is not None else b""
             await send({"type": "http.response.body", "body": tail, "more_body": False})
