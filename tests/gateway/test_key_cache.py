@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import uuid_utils
 from majordomo_gateway.auth import cache as cache_module
 from majordomo_gateway.auth.cache import KeyCache, KeyStatus
@@ -30,15 +31,27 @@ class CountingDatabase:
         return await self.inner.find_key_by_hash(key_hash)
 
 
-async def test_outage_serves_known_keys_and_asks_the_database_at_most_once_a_second(
-        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    clock = [1000.0]
-    monkeypatch.setattr(cache_module.time, "monotonic", lambda: clock[0])
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:  # type: ignore[no-untyped-def]
+    """The cache's clock, frozen; tests move it by hand."""
+    now = [1000.0]
+    monkeypatch.setattr(cache_module.time, "monotonic", lambda: now[0])
+    return now
+
+
+async def _database_with_key(tmp_path: Path):  # type: ignore[no-untyped-def]
     db = open_database(f"sqlite:///{tmp_path / 'k.db'}")
     await db.connect()
     await db.migrate()
     key = generate_key()
-    await db.create_key(str(uuid_utils.uuid7()), "k", None, hash_secret(key), display_prefix(key), datetime.now(UTC))
+    record = await db.create_key(str(uuid_utils.uuid7()), "k", None, hash_secret(key), display_prefix(key),
+                                 datetime.now(UTC))
+    return db, key, record.id
+
+
+async def test_outage_serves_known_keys_and_asks_the_database_at_most_once_a_second(
+        tmp_path: Path, clock: list[float]) -> None:
+    db, key, _ = await _database_with_key(tmp_path)
     counting = CountingDatabase(db)
     cache = KeyCache(counting, ttl=10)  # type: ignore[arg-type]
     assert (await cache.check(key)).status is KeyStatus.VALID
@@ -73,16 +86,6 @@ class GatedDatabase(CountingDatabase):
         return record
 
 
-async def _database_with_key(tmp_path: Path):  # type: ignore[no-untyped-def]
-    db = open_database(f"sqlite:///{tmp_path / 'k.db'}")
-    await db.connect()
-    await db.migrate()
-    key = generate_key()
-    record = await db.create_key(str(uuid_utils.uuid7()), "k", None, hash_secret(key), display_prefix(key),
-                                 datetime.now(UTC))
-    return db, key, record.id
-
-
 async def test_requests_that_miss_together_share_one_lookup(tmp_path: Path) -> None:
     db, key, _ = await _database_with_key(tmp_path)
     gated = GatedDatabase(db)
@@ -99,9 +102,7 @@ async def test_requests_that_miss_together_share_one_lookup(tmp_path: Path) -> N
 
 
 async def test_a_key_in_use_is_refreshed_ahead_of_expiry_and_revocation_still_lands_within_the_ttl(
-        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    clock = [1000.0]
-    monkeypatch.setattr(cache_module.time, "monotonic", lambda: clock[0])
+        tmp_path: Path, clock: list[float]) -> None:
     db, key, key_id = await _database_with_key(tmp_path)
     gated = GatedDatabase(db)
     cache = KeyCache(gated, ttl=10)  # type: ignore[arg-type]
@@ -129,9 +130,7 @@ async def test_a_key_in_use_is_refreshed_ahead_of_expiry_and_revocation_still_la
 
 
 async def test_a_failed_background_refresh_is_not_retried_on_every_request(
-        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    clock = [1000.0]
-    monkeypatch.setattr(cache_module.time, "monotonic", lambda: clock[0])
+        tmp_path: Path, clock: list[float]) -> None:
     db, key, _ = await _database_with_key(tmp_path)
     counting = CountingDatabase(db)
     cache = KeyCache(counting, ttl=10)  # type: ignore[arg-type]

@@ -271,11 +271,7 @@ class UpstreamResponse:
         self._last_read = self._loop.time()
         if self._sink is not None:
             return  # handed over once the whole read is parsed (_deliver), so the end can ride along
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake()
         if self._buffered > _HIGH_WATER and not self._paused and self._conn.transport is not None:
             self._paused = True
             self._conn.transport.pause_reading()
@@ -333,10 +329,7 @@ class UpstreamResponse:
         """Offer what this read brought to the sink; what it declines is read the usual way."""
         sink = self._sink
         if sink is not None and self._buffer and self._error is None:
-            buffer = self._buffer
-            data = buffer.popleft() if len(buffer) == 1 else b"".join(buffer)
-            buffer.clear()
-            self._buffered = 0
+            data = self._take_buffered()
             try:
                 if sink(data, self._eof):
                     return
@@ -344,9 +337,16 @@ class UpstreamResponse:
                 # Not ours to handle inside a read callback: the relay meets it again in readany's
                 # bytes, on its own task, where it is handled (and logged) as usual.
                 self._sink = None
-            buffer.append(data)
+            self._buffer.append(data)
             self._buffered = len(data)
         self._wake()
+
+    def _take_buffered(self) -> bytes:
+        buffer = self._buffer
+        data = buffer.popleft() if len(buffer) == 1 else b"".join(buffer)
+        buffer.clear()
+        self._buffered = 0
+        return data
 
     # -- used by the relay --------------------------------------------------------------------
     def set_sink(self, sink: Sink | None) -> None:
@@ -367,9 +367,6 @@ class UpstreamResponse:
         if self._conn.transport is not None and not self._conn.closed and not self._paused:
             self._conn.transport.resume_reading()
 
-    async def _wait_head(self) -> None:
-        await self._head
-
     def header(self, name: bytes) -> bytes | None:
         """First value of a header (``name`` lower-case)."""
         for key, value in self.raw_headers:
@@ -385,11 +382,8 @@ class UpstreamResponse:
     async def readany(self) -> bytes:
         """Whatever body bytes have arrived (waiting for some); b"" when the body is complete."""
         while True:
-            buffer = self._buffer
-            if buffer:
-                data = buffer.popleft() if len(buffer) == 1 else b"".join(buffer)
-                buffer.clear()
-                self._buffered = 0
+            if self._buffer:
+                data = self._take_buffered()
                 if self._paused:
                     self._paused = False
                     if self._conn.transport is not None:
@@ -473,7 +467,7 @@ class UpstreamClient:
             else:
                 transport.write(head + body if body else head)
             try:
-                await response._wait_head()
+                await response._head
             except UpstreamBroken:
                 response.release()
                 if reused and not response._got_bytes:
