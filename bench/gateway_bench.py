@@ -730,10 +730,6 @@ def main(argv=None) -> int:
         notes.append(f"PostgreSQL on 127.0.0.1:5432 unavailable ({missing}): pg target skipped")
         log(f"WARNING: {notes[-1]}")
         a.targets = [t for t in a.targets if t != "pg"]
-    busy = subprocess.run(["pgrep", "-f", "bench/stack"], capture_output=True, text=True).stdout.split()
-    if busy:
-        notes.append(f"bench/stack processes were running at start (pids {' '.join(busy)})")
-        log(f"WARNING: {notes[-1]}")
     workdir = tempfile.mkdtemp(prefix="majordomo-bench-")
     os.makedirs(os.path.join(workdir, "nginx"), exist_ok=True)
     with open(os.path.join(workdir, "nginx.conf"), "w") as f:

@@ -1,5 +1,5 @@
-"""Process and machine accounting from /proc (the ideas of bench/stack/run_http.py, kept here so
-that the two benchmarks can change independently).
+"""Process and machine accounting from /proc (the ideas of the stack-choice harness's run_http.py;
+that harness, bench/stack/, has been removed, see docs/stack-choice.md).
 
 CPU of a process tree = utime + stime of every process in it (all threads included), read from
 /proc/<pid>/stat; peak RSS = VmHWM from /proc/<pid>/status.  "Foreign" load = CPU that the two
