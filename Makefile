@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow lint typecheck bench clean
 
 $(STAMP): gateway/pyproject.toml frameworks/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
+## mypy --strict over both packages (settings: [tool.mypy] in pyproject.toml)
+typecheck: install
+	$(BIN)/mypy gateway/src/majordomo_gateway frameworks/src/majordomo_frameworks
+
 ## The whole default test suite (needs PostgreSQL on 127.0.0.1:5432; see README)
-test: install lint
+test: install lint typecheck
 	$(BIN)/pytest -q
 	PYDANTIC_AI_1X_VENV=.venv-pai1 bash frameworks/scripts/test-pydantic-ai-1x.sh
 
@@ -34,4 +38,4 @@ bench: install
 	bash bench/run.sh $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-pai1 .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-pai1 .pytest_cache .ruff_cache .mypy_cache
