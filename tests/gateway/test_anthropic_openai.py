@@ -8,8 +8,7 @@ from decimal import Decimal
 import openai
 import orjson
 import pytest
-from majordomo_gateway.config import ProviderEndpoints
-from majordomo_gateway.providers.registry import PROVIDERS
+from majordomo_gateway.config import load_settings
 from majordomo_gateway.proxy.routing import Router
 
 from tests.mock_upstream import DEFAULT_TEXT, MockUpstream
@@ -274,7 +273,7 @@ async def test_untranslatable_request_gets_400(gateway: GatewayProcess, client: 
 
 
 async def test_route_name_is_listed_and_routes_to_the_anthropic_base(gateway: GatewayProcess) -> None:
-    router = Router(ProviderEndpoints(anthropic="http://anthropic.test"), PROVIDERS)
+    router = Router(load_settings(environ={"MAJORDOMO_PROVIDERS_ANTHROPIC_BASE_URL": "http://anthropic.test"}).providers)
     route = router.resolve("/v1/chat/completions", b"/v1/chat/completions", "Anthropic-OpenAI")
     assert (route.name, route.provider.name, route.base_url) == ("anthropic-openai", "anthropic",
                                                                  "http://anthropic.test")

@@ -7,12 +7,12 @@ from majordomo_gateway.config import ConfigError, load_settings
 def test_defaults_without_file_or_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     settings = load_settings(environ={})
-    assert (settings.host, settings.port) == ("127.0.0.1", 7680)
-    assert settings.database_url == "sqlite:///majordomo.db"
-    assert settings.providers.openai == "https://api.openai.com"
-    assert settings.providers.anthropic == "https://api.anthropic.com"
-    assert settings.providers.gemini == "https://generativelanguage.googleapis.com"
-    assert settings.providers.gemini_openai == "https://generativelanguage.googleapis.com/v1beta/openai"
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 7680)
+    assert settings.database.url == "sqlite:///majordomo.db"
+    assert settings.providers.openai.base_url == "https://api.openai.com"
+    assert settings.providers.anthropic.base_url == "https://api.anthropic.com"
+    assert settings.providers.gemini.base_url == "https://generativelanguage.googleapis.com"
+    assert settings.providers.gemini_openai.base_url == "https://generativelanguage.googleapis.com/v1beta/openai"
 
 
 def test_yaml_then_env_then_flags(tmp_path: Path) -> None:
@@ -24,12 +24,12 @@ def test_yaml_then_env_then_flags(tmp_path: Path) -> None:
     )
     env = {"MAJORDOMO_SERVER_PORT": "9100", "MAJORDOMO_PROVIDERS_ANTHROPIC_BASE_URL": "http://127.0.0.1:2"}
     settings = load_settings(config, environ=env)
-    assert settings.host == "0.0.0.0"
-    assert settings.port == 9100  # env wins over the file
-    assert settings.database_url == "sqlite:///from-file.db"
-    assert settings.providers.openai == "http://127.0.0.1:1"  # trailing slash dropped
-    assert settings.providers.anthropic == "http://127.0.0.1:2"
-    assert load_settings(config, environ=env, port=9200).port == 9200  # CLI flag wins over env
+    assert settings.server.host == "0.0.0.0"
+    assert settings.server.port == 9100  # env wins over the file
+    assert settings.database.url == "sqlite:///from-file.db"
+    assert settings.providers.openai.base_url == "http://127.0.0.1:1"  # trailing slash dropped
+    assert settings.providers.anthropic.base_url == "http://127.0.0.1:2"
+    assert load_settings(config, environ=env, port=9200).server.port == 9200  # CLI flag wins over env
 
 
 def test_legacy_postgres_variables_build_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,10 +41,10 @@ def test_legacy_postgres_variables_build_a_url(tmp_path: Path, monkeypatch: pyte
         "MAJORDOMO_STORAGE_POSTGRES_PASSWORD": "p@ss word",
         "MAJORDOMO_STORAGE_POSTGRES_DATABASE": "logs",
     }
-    assert load_settings(environ=env).database_url == "postgresql://mdm:p%40ss%20word@db.internal:6543/logs"
+    assert load_settings(environ=env).database.url == "postgresql://mdm:p%40ss%20word@db.internal:6543/logs"
     # MAJORDOMO_DATABASE_URL, when also set, is the more specific setting and wins.
     env["MAJORDOMO_DATABASE_URL"] = "postgresql://other/db"
-    assert load_settings(environ=env).database_url == "postgresql://other/db"
+    assert load_settings(environ=env).database.url == "postgresql://other/db"
 
 
 @pytest.mark.parametrize(

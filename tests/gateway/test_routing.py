@@ -1,16 +1,19 @@
 import pytest
-from majordomo_gateway.config import ProviderEndpoints
-from majordomo_gateway.providers.registry import PROVIDERS
+from majordomo_gateway.config import load_settings
 from majordomo_gateway.proxy.headers import MetadataError, canonical_name, split_headers
 from majordomo_gateway.proxy.routing import Router, RoutingError
 
-ENDPOINTS = ProviderEndpoints(openai="http://openai.test", anthropic="http://anthropic.test",
-                              gemini="http://gemini.test", gemini_openai="http://gemini.test/v1beta/openai")
+ENDPOINTS = load_settings(environ={
+    "MAJORDOMO_PROVIDERS_OPENAI_BASE_URL": "http://openai.test",
+    "MAJORDOMO_PROVIDERS_ANTHROPIC_BASE_URL": "http://anthropic.test",
+    "MAJORDOMO_PROVIDERS_GEMINI_BASE_URL": "http://gemini.test",
+    "MAJORDOMO_PROVIDERS_GEMINI_OPENAI_BASE_URL": "http://gemini.test/v1beta/openai",
+}).providers
 
 
 @pytest.fixture
 def router() -> Router:
-    return Router(ENDPOINTS, PROVIDERS)
+    return Router(ENDPOINTS)
 
 
 def resolve(router: Router, path: str, provider: str | None = None, query: bytes = b"") -> tuple[str, str]:

@@ -15,10 +15,9 @@ from typing import Any
 import orjson
 
 from majordomo_gateway.auth.cache import KeyCache
-from majordomo_gateway.config import Settings
+from majordomo_gateway.config import Settings, pricing_ids
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.pricing.refresh import PriceRefresher
-from majordomo_gateway.providers.registry import PROVIDERS
 from majordomo_gateway.proxy.errors import send_json
 from majordomo_gateway.proxy.handler import ProxyHandler, Receive, Send
 from majordomo_gateway.proxy.routing import Router
@@ -36,17 +35,17 @@ class Gateway:
 
     def __init__(self, settings: Settings, database: Database | None = None) -> None:
         self.settings = settings
-        self.database = database or open_database(settings.database_url)
-        self.spool = Spool(settings.spool_dir)
+        self.database = database or open_database(settings.database.url)
+        self.spool = Spool(settings.writer.spool_dir)
         self._database_ready = False
-        self.writer = RowWriter(self.database, self.spool, batch_size=settings.writer_batch_size,
-                                flush_interval=settings.writer_flush_interval,
-                                queue_size=settings.writer_queue_size, prepare=self._prepare_database)
-        self.keys = KeyCache(self.database, ttl=settings.key_cache_ttl, max_size=settings.key_cache_size)
-        self.prices = PriceBook(settings.pricing_overrides)
-        self.price_refresher = (PriceRefresher(settings.pricing_refresh_url, settings.pricing_refresh_interval)
-                                if settings.pricing_refresh_url else None)
-        self.proxy = ProxyHandler(settings, Router(settings.providers, PROVIDERS), self.keys, self.writer,
+        self.writer = RowWriter(self.database, self.spool, batch_size=settings.writer.batch_size,
+                                flush_interval=settings.writer.flush_interval,
+                                queue_size=settings.writer.queue_size, prepare=self._prepare_database)
+        self.keys = KeyCache(self.database, ttl=settings.auth.cache_ttl, max_size=settings.auth.cache_size)
+        self.prices = PriceBook(settings.pricing.overrides_file, provider_ids=pricing_ids(settings))
+        self.price_refresher = (PriceRefresher(settings.pricing.refresh_url, settings.pricing.refresh_interval)
+                                if settings.pricing.refresh_url else None)
+        self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices)
 
     async def _prepare_database(self) -> None:

@@ -1,21 +1,27 @@
-"""Gateway configuration: defaults, then ``majordomo.yaml``, then ``MAJORDOMO_*`` environment variables.
+"""Gateway configuration: defaults, then ``majordomo.yaml``, then ``MAJORDOMO_*`` environment variables,
+then CLI flags.
 
-Every setting has a dotted path (``providers.openai.base_url``) that is also its place in the YAML
-file and, upper-cased and joined with underscores, its environment variable
-(``MAJORDOMO_PROVIDERS_OPENAI_BASE_URL``).  A value that does not parse stops the gateway at start
-with a message naming the setting, never later on a request.
+Settings are grouped the way the YAML file is (``server``, ``database``, ``providers``, ``proxy``,
+``auth``, ``writer``, ``pricing``, ``log``).  Every setting has a dotted path
+(``proxy.read_timeout``) that is its place in the YAML file and, upper-cased and joined with
+underscores, its environment variable (``MAJORDOMO_PROXY_READ_TIMEOUT``).  A value that does not
+parse, or a key the file should not have, stops the gateway at start with a message naming it,
+never later on a request.  docs/configuration.md is the reference table; a test keeps it complete.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import yaml
+
+from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, KINDS, catalog_id
 
 DEFAULT_CONFIG_FILE = "majordomo.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///majordomo.db"
@@ -26,23 +32,73 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class ProviderEndpoints:
-    openai: str = "https://api.openai.com"
-    anthropic: str = "https://api.anthropic.com"
-    gemini: str = "https://generativelanguage.googleapis.com"
-    gemini_openai: str = "https://generativelanguage.googleapis.com/v1beta/openai"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
+class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 7680
     workers: int = 1
-    database_url: str = DEFAULT_DATABASE_URL
-    providers: ProviderEndpoints = field(default_factory=ProviderEndpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str = DEFAULT_DATABASE_URL
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """One upstream: a built-in provider, or an OpenAI/Anthropic/Gemini-compatible server."""
+
+    #: the key under ``providers:`` (``openai``, ``gemini_openai``, ``local``)
+    name: str
+    #: the wire format, a key of providers.registry.KINDS
+    kind: str
+    base_url: str
+    #: price this provider's models as this catalog provider does (``openai``, ``groq``, ...)
+    pricing_provider: str | None = None
+
+
+class ProviderTable(Mapping[str, ProviderSettings]):
+    """The configured providers by name; built-ins are also attributes (``providers.openai``)."""
+
+    def __init__(self, entries: Mapping[str, ProviderSettings]) -> None:
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str) -> ProviderSettings:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getattr__(self, name: str) -> ProviderSettings:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"ProviderTable({self._entries!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ProviderTable) and other._entries == self._entries
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._entries.items())))
+
+
+def _default_providers() -> ProviderTable:
+    return ProviderTable({
+        spec.name: ProviderSettings(spec.name, spec.kind, spec.default_base_url, spec.pricing_provider)
+        for spec in BUILTIN_PROVIDERS
+    })
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    connect_timeout: float = 10.0
     # LLM calls can think for minutes; the read timeout is the gap allowed between two chunks.
-    upstream_connect_timeout: float = 10.0
-    upstream_read_timeout: float = 600.0
+    read_timeout: float = 600.0
     # When a client hangs up mid-stream we keep reading the upstream, bounded, to learn the usage.
     abandoned_stream_max_seconds: float = 30.0
     abandoned_stream_max_bytes: int = 8 * 1024 * 1024
@@ -50,22 +106,55 @@ class Settings:
     max_metadata_value_bytes: int = 1024
     # Ask OpenAI-style chat streams for usage (stream_options.include_usage) and hide the extra chunk.
     inject_stream_usage: bool = True
-    key_cache_ttl: float = 10.0
-    key_cache_size: int = 10_000
-    # Small batches keep each insert short: the tail latency of requests grew with rows per insert
-    # (p99 with one connection: 4 ms at 500, 2 ms at 100; docs/performance.md).
-    writer_batch_size: int = 100
-    writer_flush_interval: float = 0.1
-    writer_queue_size: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    cache_ttl: float = 10.0
+    cache_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSettings:
+    # Small batches keep each insert short: tail latency grows with rows per insert
+    # (docs/performance.md).
+    batch_size: int = 100
+    flush_interval: float = 0.1
+    queue_size: int = 20_000
     spool_dir: str = "majordomo-spool"
-    pricing_overrides: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PricingSettings:
+    overrides_file: str | None = None
     # Off unless set: prices ship with genai-prices and work offline.
-    pricing_refresh_url: str | None = None
-    pricing_refresh_interval: float = 3600.0
-    log_level: str = "info"
+    refresh_url: str | None = None
+    refresh_interval: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    providers: ProviderTable = field(default_factory=_default_providers)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    writer: WriterSettings = field(default_factory=WriterSettings)
+    pricing: PricingSettings = field(default_factory=PricingSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+Parser = Callable[[Any], Any]
 
 
 def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a positive integer")
     number = int(value)
     if number <= 0:
         raise ValueError("must be a positive integer")
@@ -126,51 +215,72 @@ def _flag(value: Any) -> bool:
     raise ValueError("must be true or false")
 
 
-# dotted path → (Settings field, parser).  The path is the YAML location and the env var name.
-_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "server.host": ("host", _text),
-    "server.port": ("port", _port),
-    "server.workers": ("workers", _positive_int),
-    "database.url": ("database_url", _database_url),
-    "proxy.connect_timeout": ("upstream_connect_timeout", _positive_float),
-    "proxy.read_timeout": ("upstream_read_timeout", _positive_float),
-    "proxy.abandoned_stream_max_seconds": ("abandoned_stream_max_seconds", _positive_float),
-    "proxy.abandoned_stream_max_bytes": ("abandoned_stream_max_bytes", _positive_int),
-    "proxy.max_metadata_headers": ("max_metadata_headers", _positive_int),
-    "proxy.max_metadata_value_bytes": ("max_metadata_value_bytes", _positive_int),
-    "proxy.inject_stream_usage": ("inject_stream_usage", _flag),
-    "auth.cache_ttl": ("key_cache_ttl", _positive_float),
-    "auth.cache_size": ("key_cache_size", _positive_int),
-    "writer.batch_size": ("writer_batch_size", _positive_int),
-    "writer.flush_interval": ("writer_flush_interval", _positive_float),
-    "writer.queue_size": ("writer_queue_size", _positive_int),
-    "writer.spool_dir": ("spool_dir", _text),
-    "pricing.overrides_file": ("pricing_overrides", _text),
-    "pricing.refresh_url": ("pricing_refresh_url", _http_url),
-    "pricing.refresh_interval": ("pricing_refresh_interval", _positive_float),
-    "log.level": ("log_level", _log_level),
+def _kind(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in KINDS:
+        raise ValueError(f"must be one of {', '.join(sorted(KINDS))} (the wire format the server speaks)")
+    return text
+
+
+def _pricing_provider(value: Any) -> str:
+    text = str(value).strip().lower()
+    if not text:
+        raise ValueError("must name a provider, e.g. openai")
+    return text
+
+
+# section -> (settings class, {key: parser}).  The dotted path section.key is the YAML location
+# and, through env_name(), the environment variable.
+_SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
+    "server": (ServerSettings, {"host": _text, "port": _port, "workers": _positive_int}),
+    "database": (DatabaseSettings, {"url": _database_url}),
+    "proxy": (ProxySettings, {
+        "connect_timeout": _positive_float,
+        "read_timeout": _positive_float,
+        "abandoned_stream_max_seconds": _positive_float,
+        "abandoned_stream_max_bytes": _positive_int,
+        "max_metadata_headers": _positive_int,
+        "max_metadata_value_bytes": _positive_int,
+        "inject_stream_usage": _flag,
+    }),
+    "auth": (AuthSettings, {"cache_ttl": _positive_float, "cache_size": _positive_int}),
+    "writer": (WriterSettings, {
+        "batch_size": _positive_int,
+        "flush_interval": _positive_float,
+        "queue_size": _positive_int,
+        "spool_dir": _text,
+    }),
+    "pricing": (PricingSettings, {
+        "overrides_file": _text,
+        "refresh_url": _http_url,
+        "refresh_interval": _positive_float,
+    }),
+    "log": (LogSettings, {"level": _log_level}),
 }
-_PROVIDER_FIELDS: dict[str, str] = {
-    "providers.openai.base_url": "openai",
-    "providers.anthropic.base_url": "anthropic",
-    "providers.gemini.base_url": "gemini",
-    "providers.gemini_openai.base_url": "gemini_openai",
-}
-# The original gateway configured PostgreSQL piece by piece; those variables still work.
+_PROVIDER_KEYS: dict[str, Parser] = {"kind": _kind, "base_url": _http_url, "pricing_provider": _pricing_provider}
+# The original gateway configured PostgreSQL piece by piece; those settings still work.
 _LEGACY_POSTGRES = ("host", "port", "user", "password", "database")
+# CLI flags by the name argparse gives them -> the setting they set.
+CLI_FLAGS: dict[str, str] = {
+    "host": "server.host",
+    "port": "server.port",
+    "workers": "server.workers",
+    "database_url": "database.url",
+}
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_PROVIDER_ENV = re.compile(r"^MAJORDOMO_PROVIDERS_([A-Z][A-Z0-9_]*?)_(KIND|BASE_URL|PRICING_PROVIDER)$")
 
 
 def env_name(path: str) -> str:
     return "MAJORDOMO_" + path.replace(".", "_").upper()
 
 
-def _lookup(tree: Mapping[str, Any], path: str) -> Any:
-    node: Any = tree
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+def setting_paths() -> list[str]:
+    """Every dotted setting path, for the reference docs and their test."""
+    paths = [f"{section}.{key}" for section, (_, keys) in _SECTIONS.items() for key in keys]
+    paths += [f"providers.<name>.{key}" for key in _PROVIDER_KEYS]
+    paths += [f"storage.postgres.{name}" for name in _LEGACY_POSTGRES]
+    return paths
 
 
 def _read_yaml(path: Path) -> Mapping[str, Any]:
@@ -182,16 +292,85 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
         return {}
     if not isinstance(loaded, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (server:, database:, ...)")
+    _check_keys(path, loaded)
     return loaded
 
 
-def _legacy_postgres_url(tree: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+def _unknown(path: Path, where: str, key: object, known: list[str]) -> ConfigError:
+    return ConfigError(f"{path}: unknown setting {where}{key!s}; known here: {', '.join(known)} "
+                       "(see docs/configuration.md)")
+
+
+def _section(path: Path, where: str, value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: {where} must be a mapping of settings, got {value!r}")
+    return value
+
+
+def _check_keys(path: Path, tree: Mapping[str, Any]) -> None:
+    """Every key in the file must be a setting: a typo would otherwise be silently ignored."""
+    top = [*_SECTIONS, "providers", "storage"]
+    for section, value in tree.items():
+        if section not in top:
+            raise _unknown(path, "", section, top)
+        body = _section(path, str(section), value)
+        if section == "providers":
+            for name, entry in body.items():
+                for key in _section(path, f"providers.{name}", entry):
+                    if key not in _PROVIDER_KEYS:
+                        raise _unknown(path, f"providers.{name}.", key, list(_PROVIDER_KEYS))
+        elif section == "storage":
+            for key, entry in body.items():
+                if key != "postgres":
+                    raise _unknown(path, "storage.", key, ["postgres"])
+                for name in _section(path, "storage.postgres", entry):
+                    if name not in _LEGACY_POSTGRES:
+                        raise _unknown(path, "storage.postgres.", name, list(_LEGACY_POSTGRES))
+        else:
+            known = list(_SECTIONS[section][1])
+            for key in body:
+                if key not in known:
+                    raise _unknown(path, f"{section}.", key, known)
+
+
+def _lookup(tree: Mapping[str, Any], path: str) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+class _Source:
+    """The file and environment a value may come from, with names for error messages."""
+
+    def __init__(self, tree: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+        self.tree = tree
+        self.environ = environ
+
+    def raw(self, path: str) -> tuple[Any, str]:
+        value = self.environ.get(env_name(path))
+        if value is not None:
+            return value, env_name(path)
+        return _lookup(self.tree, path), f"{path} in the config file"
+
+    def parsed(self, path: str, parse: Parser) -> Any:
+        raw, source = self.raw(path)
+        if raw is None or raw == "":
+            return None
+        try:
+            return parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}={raw!r}: {exc}") from None
+
+
+def _legacy_postgres_url(source: _Source) -> str | None:
     parts: dict[str, str] = {}
     for name in _LEGACY_POSTGRES:
-        path = f"storage.postgres.{name}"
-        value = environ.get(env_name(path))
-        if value is None:
-            value = _lookup(tree, path)
+        value, _ = source.raw(f"storage.postgres.{name}")
         if value is not None:
             parts[name] = str(value)
     if not parts:
@@ -205,12 +384,63 @@ def _legacy_postgres_url(tree: Mapping[str, Any], environ: Mapping[str, str]) ->
     )
 
 
+def _provider_names(source: _Source) -> list[str]:
+    names = [spec.name for spec in BUILTIN_PROVIDERS]
+    file_entries = source.tree.get("providers")
+    if isinstance(file_entries, Mapping):
+        names += [str(name) for name in file_entries if str(name) not in names]
+    for variable in source.environ:
+        match = _PROVIDER_ENV.match(variable)
+        if match and match.group(1).lower() not in names:
+            names.append(match.group(1).lower())
+    return names
+
+
+def _providers(source: _Source) -> ProviderTable:
+    builtins = {spec.name: spec for spec in BUILTIN_PROVIDERS}
+    entries: dict[str, ProviderSettings] = {}
+    for name in _provider_names(source):
+        if not _PROVIDER_NAME.match(name):
+            raise ConfigError(f"providers.{name}: a provider name is lower-case letters, digits and '_', "
+                              "starting with a letter")
+        values = {key: source.parsed(f"providers.{name}.{key}", parse) for key, parse in _PROVIDER_KEYS.items()}
+        spec = builtins.get(name)
+        if spec is not None:
+            if values["kind"] not in (None, spec.kind):
+                raise ConfigError(f"providers.{name}.kind: the built-in provider {name} speaks {spec.kind}; "
+                                  "give a server of another kind a name of its own")
+            entries[name] = ProviderSettings(name, spec.kind, values["base_url"] or spec.default_base_url,
+                                             values["pricing_provider"] or spec.pricing_provider)
+            continue
+        missing = [key for key in ("kind", "base_url") if values[key] is None]
+        if missing:
+            raise ConfigError(f"providers.{name}: set {' and '.join(missing)} "
+                              f"({' / '.join(env_name(f'providers.{name}.{key}') for key in missing)}); "
+                              f"kind is one of {', '.join(sorted(KINDS))}")
+        entries[name] = ProviderSettings(name, values["kind"], values["base_url"], values["pricing_provider"])
+    return ProviderTable(entries)
+
+
+def pricing_ids(settings: Settings) -> dict[str, str | None]:
+    """llm_requests.provider -> the genai-prices provider that prices its rows (None: only the
+    overrides file can price them), for every configured provider."""
+    builtins = {spec.name: spec for spec in BUILTIN_PROVIDERS}
+    ids: dict[str, str | None] = {}
+    for name, entry in settings.providers.items():
+        spec = builtins.get(name)
+        row_name = spec.record_as if spec is not None else name
+        if row_name not in ids:
+            ids[row_name] = catalog_id(entry.pricing_provider or (spec.record_as if spec else None))
+    return ids
+
+
 def load_settings(
     config_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Build the settings.  ``overrides`` (from CLI flags) win over everything; None means unset."""
+    """Build the settings.  ``overrides`` are CLI flags (``port=9200``, see CLI_FLAGS) or dotted
+    paths passed as ``**{"proxy.read_timeout": 5}``; they win over everything; None means unset."""
     environ = os.environ if environ is None else environ
     tree: Mapping[str, Any] = {}
     if config_file is not None:
@@ -220,44 +450,30 @@ def load_settings(
         tree = _read_yaml(path)
     elif Path(DEFAULT_CONFIG_FILE).is_file():
         tree = _read_yaml(Path(DEFAULT_CONFIG_FILE))
+    source = _Source(tree, environ)
 
-    values: dict[str, Any] = {}
-    legacy_url = _legacy_postgres_url(tree, environ)
+    values: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
+    legacy_url = _legacy_postgres_url(source)
     if legacy_url is not None:
-        values["database_url"] = legacy_url
+        values["database"]["url"] = legacy_url
+    for section, (_, keys) in _SECTIONS.items():
+        for key, parse in keys.items():
+            value = source.parsed(f"{section}.{key}", parse)
+            if value is not None:
+                values[section][key] = value
 
-    for path, (attr, parse) in _FIELDS.items():
-        raw, source = environ.get(env_name(path)), env_name(path)
+    for name, raw in overrides.items():
         if raw is None:
-            raw, source = _lookup(tree, path), f"{path} in the config file"
-        if raw is None or raw == "":
             continue
+        path_name = CLI_FLAGS.get(name, name)
+        section, _, key = path_name.partition(".")
+        if section not in _SECTIONS or key not in _SECTIONS[section][1]:
+            raise TypeError(f"unknown setting {name}")
         try:
-            values[attr] = parse(raw)
+            values[section][key] = _SECTIONS[section][1][key](raw)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}={raw!r}: {exc}") from None
+            flag = f"--{name.replace('_', '-')}" if name in CLI_FLAGS else path_name
+            raise ConfigError(f"{flag}={raw!r}: {exc}") from None
 
-    endpoints: dict[str, str] = {}
-    for path, attr in _PROVIDER_FIELDS.items():
-        raw, source = environ.get(env_name(path)), env_name(path)
-        if raw is None:
-            raw, source = _lookup(tree, path), f"{path} in the config file"
-        if raw is None or raw == "":
-            continue
-        try:
-            endpoints[attr] = _http_url(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{source}={raw!r}: {exc}") from None
-    values["providers"] = ProviderEndpoints(**endpoints)
-
-    for attr, raw in overrides.items():
-        if raw is None:
-            continue
-        path = next((p for p, (a, _) in _FIELDS.items() if a == attr), None)
-        if path is None:
-            raise TypeError(f"unknown setting {attr}")
-        try:
-            values[attr] = _FIELDS[path][1](raw)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"--{attr.replace('_', '-')}={raw!r}: {exc}") from None
-    return Settings(**values)
+    built = {section: cls(**values[section]) for section, (cls, _) in _SECTIONS.items()}
+    return Settings(providers=_providers(source), **built)

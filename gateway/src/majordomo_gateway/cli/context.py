@@ -18,7 +18,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 @asynccontextmanager
 async def connected(args: argparse.Namespace) -> AsyncIterator[Database]:
     settings = settings_from(args)
-    database = open_database(settings.database_url)
+    database = open_database(settings.database.url)
     try:
         await database.connect()
         await database.migrate()

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from majordomo_gateway.cli.context import connected, settings_from
+from majordomo_gateway.config import pricing_ids
 from majordomo_gateway.pricing import PROVIDER_IDS, OverridesError, PriceBook
 
 #: price key → (label, unit), in the order a table shows them
@@ -55,7 +56,8 @@ def add_parsers(commands: argparse._SubParsersAction, common: Callable[[argparse
 
 def price_book(args: argparse.Namespace) -> PriceBook:
     """The price book `majordomo serve` would use with the same configuration."""
-    return PriceBook(settings_from(args).pricing_overrides)
+    settings = settings_from(args)
+    return PriceBook(settings.pricing.overrides_file, provider_ids=pricing_ids(settings))
 
 
 def json_default(value: Any) -> Any:

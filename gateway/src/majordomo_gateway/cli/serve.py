@@ -32,7 +32,7 @@ class _DroppedOnPurpose(logging.Filter):
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
+    logging.basicConfig(level=settings.log.level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -45,27 +45,27 @@ def run(args: argparse.Namespace) -> int:
     # Workers rebuild the settings from the environment: hand the CLI flags down that way.
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
-    os.environ[env_name("server.host")] = settings.host
-    os.environ[env_name("server.port")] = str(settings.port)
-    os.environ[env_name("database.url")] = settings.database_url
+    os.environ[env_name("server.host")] = settings.server.host
+    os.environ[env_name("server.port")] = str(settings.server.port)
+    os.environ[env_name("database.url")] = settings.database.url
     configure_logging(settings)
     logging.getLogger("majordomo").info(
-        "Majordomo Gateway on http://%s:%d, database %s", settings.host, settings.port,
-        _redact(settings.database_url),
+        "Majordomo Gateway on http://%s:%d, database %s", settings.server.host, settings.server.port,
+        _redact(settings.database.url),
     )
     uvicorn.run(
         "majordomo_gateway.cli.serve:create_app",
         factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers if settings.workers > 1 else None,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers if settings.server.workers > 1 else None,
         loop="uvloop",
         http="httptools",
         lifespan="on",
         access_log=False,
         server_header=False,
         date_header=False,
-        log_level=settings.log_level,
+        log_level=settings.log.level,
         timeout_graceful_shutdown=30,
     )
     return 0

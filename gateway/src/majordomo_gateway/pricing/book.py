@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any
 from genai_prices.data_snapshot import get_snapshot
 from genai_prices.types import TieredPrices
 
-from majordomo_gateway.pricing.catalog import CATALOG_SOURCE, Catalog
+from majordomo_gateway.pricing.catalog import CATALOG_SOURCE, PROVIDER_IDS, Catalog
 from majordomo_gateway.pricing.overrides import EMPTY_OVERRIDES, OverrideModel, OverrideTable
 from majordomo_gateway.pricing.price import Price
 from majordomo_gateway.pricing.rates import InvalidUsageError, Rate, Rates
@@ -67,10 +67,13 @@ class PriceBook:
         overrides_path: str | Path | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        provider_ids: Mapping[str, str | None] = PROVIDER_IDS,
     ) -> None:
+        self._provider_ids = provider_ids
         self._snapshot = get_snapshot()
-        self._catalog = Catalog()
-        self._overrides = ReloadingOverrides(overrides_path, clock=clock) if overrides_path else None
+        self._catalog = Catalog(provider_ids=provider_ids)
+        self._overrides = (ReloadingOverrides(overrides_path, clock=clock, known_providers=provider_ids.keys())
+                           if overrides_path else None)
 
     @property
     def overrides_path(self) -> Path | None:
@@ -162,7 +165,7 @@ class PriceBook:
         snapshot = get_snapshot()
         if snapshot is not self._snapshot:
             self._snapshot = snapshot
-            self._catalog = Catalog()
+            self._catalog = Catalog(provider_ids=self._provider_ids)
         return self._catalog
 
     def _current_overrides(self) -> OverrideTable:

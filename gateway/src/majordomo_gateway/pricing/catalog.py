@@ -15,7 +15,9 @@ from majordomo_gateway.pricing.rates import InvalidRatesError, Rates
 
 logger = logging.getLogger("majordomo.pricing")
 
-#: our provider name (``llm_requests.provider``) -> genai-prices provider id
+#: our built-in provider names (``llm_requests.provider``) -> genai-prices provider id; configured
+#: providers add theirs (config.pricing_ids).  Kept literal, not imported from providers/, so
+#: pricing stays usable without the proxy's modules.
 PROVIDER_IDS: Mapping[str, str] = {
     "openai": "openai",
     "anthropic": "anthropic",
@@ -63,7 +65,10 @@ class Catalog:
     dict, evicting the oldest entry when full.
     """
 
-    def __init__(self, *, max_cached_lookups: int = DEFAULT_MAX_CACHED_LOOKUPS) -> None:
+    def __init__(self, *, max_cached_lookups: int = DEFAULT_MAX_CACHED_LOOKUPS,
+                 provider_ids: Mapping[str, str | None] = PROVIDER_IDS) -> None:
+        # Our provider name -> genai-prices id; configured providers add theirs (or None: unpriced).
+        self._provider_ids = provider_ids
         snapshot = get_snapshot()
         self._all_providers = snapshot.providers
         self._providers = {provider.id: provider for provider in snapshot.providers}
@@ -86,7 +91,7 @@ class Catalog:
         return len(self._lookups)
 
     def _match(self, provider: str, model: str) -> CatalogModel | None:
-        provider_id = PROVIDER_IDS.get(provider)
+        provider_id = self._provider_ids.get(provider)
         catalog_provider = self._providers.get(provider_id) if provider_id else None
         if catalog_provider is None:
             return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -98,7 +98,7 @@ class OverrideTable:
 EMPTY_OVERRIDES = OverrideTable()
 
 
-def load_overrides(path: Path) -> OverrideTable:
+def load_overrides(path: Path, known_providers: Collection[str] = PROVIDER_IDS.keys()) -> OverrideTable:
     """Read and validate the override file; raises OverridesError naming the file and key."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -108,13 +108,13 @@ def load_overrides(path: Path) -> OverrideTable:
         raise OverridesError(f"pricing overrides {path}: cannot read: {error}") from None
     data = _decode(path, text)
     try:
-        models = parse_overrides(data)
+        models = parse_overrides(data, known_providers)
     except OverridesError as error:
         raise OverridesError(f"pricing overrides {path}: {error}") from None
     return OverrideTable(models, source=path)
 
 
-def parse_overrides(data: object) -> list[OverrideModel]:
+def parse_overrides(data: object, known_providers: Collection[str] = PROVIDER_IDS.keys()) -> list[OverrideModel]:
     """Validate the decoded document; errors name the offending key, e.g. ``models[2].prices``."""
     if data is None:
         raise OverridesError("the file is empty; expected a mapping with a 'models' list")
@@ -131,7 +131,7 @@ def parse_overrides(data: object) -> list[OverrideModel]:
     claimed: dict[tuple[str, str], str] = {}
     for index, raw_entry in enumerate(raw_models):
         where = f"models[{index}]"
-        entry = _parse_entry(raw_entry, where)
+        entry = _parse_entry(raw_entry, where, known_providers)
         where = f"{where} ({entry.provider}/{entry.model})"
         for name in (entry.model, *entry.aliases):
             key = (entry.provider, name.lower())
@@ -161,7 +161,7 @@ def _decode(path: Path, text: str) -> object:
     )
 
 
-def _parse_entry(raw: object, where: str) -> OverrideModel:
+def _parse_entry(raw: object, where: str, known_providers: Collection[str]) -> OverrideModel:
     if not isinstance(raw, Mapping):
         raise OverridesError(f"{where}: each model must be a mapping, got {_kind(raw)}")
     unknown = set(raw) - _ENTRY_KEYS
@@ -169,8 +169,8 @@ def _parse_entry(raw: object, where: str) -> OverrideModel:
         raise OverridesError(f"{where}: unknown key {_names(unknown)}; expected {_names(_ENTRY_KEYS)}")
 
     provider = raw.get("provider")
-    if provider not in PROVIDER_IDS:
-        raise OverridesError(f"{where}.provider: must be one of {_names(PROVIDER_IDS)}, got {provider!r}")
+    if not isinstance(provider, str) or provider not in known_providers:
+        raise OverridesError(f"{where}.provider: must be one of {_names(known_providers)}, got {provider!r}")
     model = _parse_name(raw.get("model"), f"{where}.model")
     where = f"{where} ({provider}/{model})"
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
+from majordomo_gateway.pricing.catalog import PROVIDER_IDS
 from majordomo_gateway.pricing.overrides import OverridesError, OverrideTable, load_overrides
 
 logger = logging.getLogger("majordomo.pricing")
@@ -34,12 +35,14 @@ class ReloadingOverrides:
         *,
         clock: Callable[[], float] = time.monotonic,
         check_interval: float = DEFAULT_CHECK_INTERVAL_SECONDS,
+        known_providers: Collection[str] = PROVIDER_IDS.keys(),
     ) -> None:
         self.path = Path(path)
+        self._known_providers = known_providers
         self._clock = clock
         self._check_interval = check_interval
         self._signature = _signature(self.path)
-        self._table = load_overrides(self.path)
+        self._table = load_overrides(self.path, self._known_providers)
         self._next_check = clock() + check_interval
 
     def current(self) -> OverrideTable:
@@ -60,7 +63,7 @@ class ReloadingOverrides:
             logger.error("pricing overrides %s: file disappeared; keeping the previous prices", self.path)
             return
         try:
-            table = load_overrides(self.path)
+            table = load_overrides(self.path, self._known_providers)
         except OverridesError as error:
             logger.error("%s; keeping the previous prices until the file is fixed", error)
             return

@@ -185,13 +185,27 @@ class _AnthropicStreamParser:
 class AnthropicProvider:
     """The Anthropic Messages API."""
 
+    kind = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+    pricing_id = "anthropic"
+
     __slots__ = ("name",)
 
-    def __init__(self) -> None:
-        self.name = "anthropic"
+    def __init__(self, name: str = "anthropic", *, api_root: bool = False) -> None:
+        # Anthropic's SDKs take the origin as base URL and send /v1/messages: nothing to strip.
+        self.name = name
 
     def __repr__(self) -> str:
-        return "AnthropicProvider()"
+        return f"AnthropicProvider(name={self.name!r})"
+
+    def upstream_path(self, raw_path: bytes) -> bytes:
+        return raw_path
+
+    def bills(self, path: str) -> bool:
+        return _reports_usage(path)
+
+    def always_reports_usage(self, path: str) -> bool:
+        return _reports_usage(path)
 
     def handles_path(self, path: str) -> bool:
         p = _bare_path(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from majordomo_gateway.usage import Usage
 
@@ -53,17 +53,43 @@ class StreamUsageParser(Protocol):
 
 
 class Provider(Protocol):
-    """One upstream API family.  Instances are stateless and shared by all requests."""
+    """One upstream API family.  Instances are stateless and shared by all requests.
 
-    #: the name stored in ``llm_requests.provider`` ("openai", "anthropic", "gemini")
+    Everything the gateway knows about a wire format is behind this interface, so a provider
+    module is the only place to look (and to change) for it: routes, how the client's path joins
+    the configured base URL, where the caller's key sits, which endpoints bill, how usage is read
+    from bodies and streams, and which catalog provider prices it (``pricing_id``).
+    """
+
+    #: the wire format: a key of providers.registry.KINDS
+    kind: ClassVar[str]
+    #: where the built-in provider of this kind sends requests when no base URL is configured
+    default_base_url: ClassVar[str]
+    #: the genai-prices provider id that prices this kind's built-in provider
+    pricing_id: ClassVar[str]
+    #: the name stored in ``llm_requests.provider`` ("openai", "anthropic", "gemini", "local")
     name: str
 
     def handles_path(self, path: str) -> bool:
         """True when a request to this (normalised) path belongs to this provider by default."""
         ...
 
+    def upstream_path(self, raw_path: bytes) -> bytes:
+        """The path to append to the base URL's path for a client's ``raw_path``."""
+        ...
+
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         """The provider API key the client sent (headers are lower-cased), or None."""
+        ...
+
+    def bills(self, path: str) -> bool:
+        """True when the answer to ``path`` reports tokens this request is billed for (usage is
+        counted); False for endpoints that count or retrieve (usage, if any, is ignored)."""
+        ...
+
+    def always_reports_usage(self, path: str) -> bool:
+        """True when every successful answer to ``path`` carries usage, so one without it is
+        recorded as usage_source "missing" rather than "none"."""
         ...
 
     def request_info(self, path: str, body: bytes) -> RequestInfo:

@@ -1,7 +1,8 @@
 """Google Gemini's native API (``generativelanguage.googleapis.com``): generateContent and
 streamGenerateContent.
 
-Gemini's OpenAI-compatible endpoint is not here: it is ``OpenAIProvider(name="gemini")``.
+Gemini's OpenAI-compatible endpoint speaks OpenAI's wire format: providers/openai.py reads it; its
+base URL is ``GEMINI_OPENAI_BASE_URL`` below (the built-in provider ``gemini_openai``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ _NATIVE_CALL = re.compile(r"^/v1(?:alpha|beta)?\d*/(?:models|tunedModels)/[^/:]+
 
 # Methods whose response does not report tokens that were billed.
 _UNBILLED_METHODS = (":countTokens", ":countMessageTokens", ":countTextTokens")
+# Their successful answers always carry usageMetadata; embeddings and model listings do not.
+_GENERATE_METHODS = (":generateContent", ":streamGenerateContent")
+
+
+#: Gemini's OpenAI-compatible API (registered as the built-in provider gemini_openai).
+GEMINI_OPENAI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
 
 
 def _bare_path(path: str) -> str:
@@ -233,13 +240,27 @@ class _GeminiStreamParser:
 class GeminiProvider:
     """The Gemini API's native surface."""
 
+    kind = "gemini"
+    default_base_url = "https://generativelanguage.googleapis.com"
+    pricing_id = "google"
+
     __slots__ = ("name",)
 
-    def __init__(self) -> None:
-        self.name = "gemini"
+    def __init__(self, name: str = "gemini", *, api_root: bool = False) -> None:
+        # google-genai takes the origin as base URL and sends /v1beta/models/...: nothing to strip.
+        self.name = name
 
     def __repr__(self) -> str:
-        return "GeminiProvider()"
+        return f"GeminiProvider(name={self.name!r})"
+
+    def upstream_path(self, raw_path: bytes) -> bytes:
+        return raw_path
+
+    def bills(self, path: str) -> bool:
+        return not _bare_path(path).endswith(_UNBILLED_METHODS)
+
+    def always_reports_usage(self, path: str) -> bool:
+        return _bare_path(path).endswith(_GENERATE_METHODS)
 
     def handles_path(self, path: str) -> bool:
         p = _bare_path(path)
@@ -257,7 +278,7 @@ class GeminiProvider:
         return RequestInfo(model=model_from_path(path), stream=":streamGenerateContent" in _bare_path(path))
 
     def parse_response(self, path: str, body: bytes) -> UsageResult:
-        count_usage = not _bare_path(path).endswith(_UNBILLED_METHODS)
+        count_usage = self.bills(path)
         head = body[:64].lstrip()
         if head.startswith((b"data:", b"event:", b":")) or head[:1] == b"[":
             # A buffered stream (SSE or JSON array): read it as one.
@@ -269,5 +290,5 @@ class GeminiProvider:
         return _result_from_objects(objects, model_from_path(path), count_usage=count_usage)
 
     def stream_parser(self, path: str, request: RequestInfo) -> StreamUsageParser:
-        count_usage = not _bare_path(path).endswith(_UNBILLED_METHODS)
+        count_usage = self.bills(path)
         return _GeminiStreamParser(request, count_usage)

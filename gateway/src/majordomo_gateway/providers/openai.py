@@ -33,20 +33,24 @@ def _bare_path(path: str) -> str:
     return path.partition("?")[0].rstrip("/")
 
 
-# Endpoints whose answer reports tokens that this very request was billed for.
-_BILLED_SUFFIXES = (
-    "/chat/completions",
-    "/completions",
-    "/embeddings",
-    "/responses",
-    "/responses/compact",
-    "/audio/transcriptions",
-    "/audio/translations",
-    "/audio/speech",
-    "/images/generations",
-    "/images/edits",
-    "/moderations",
-)
+# Endpoints whose answer reports tokens that this very request was billed for, and whether a
+# successful answer always carries them (one that does not is recorded as usage "missing"; audio
+# speech answers with audio bytes and image generation reports usage only for some models).
+_BILLED: dict[str, bool] = {
+    "/chat/completions": True,
+    "/completions": True,
+    "/embeddings": True,
+    "/responses": True,
+    "/responses/compact": False,
+    "/audio/transcriptions": False,
+    "/audio/translations": False,
+    "/audio/speech": False,
+    "/images/generations": False,
+    "/images/edits": False,
+    "/moderations": False,
+}
+_BILLED_SUFFIXES = tuple(_BILLED)
+_USAGE_ALWAYS_SUFFIXES = tuple(suffix for suffix, always in _BILLED.items() if always)
 
 
 def _reports_new_usage(path: str) -> bool:
@@ -223,13 +227,31 @@ def _parse_body(body: bytes, *, count_usage: bool) -> UsageResult:
 class OpenAIProvider:
     """OpenAI, or any upstream speaking OpenAI's API under another ``name``."""
 
-    __slots__ = ("name",)
+    kind = "openai"
+    default_base_url = "https://api.openai.com"
+    pricing_id = "openai"
 
-    def __init__(self, name: str = "openai") -> None:
+    __slots__ = ("api_root", "name")
+
+    def __init__(self, name: str = "openai", *, api_root: bool = False) -> None:
         self.name = name
+        # OpenAI's own base URL is its origin and clients send /v1/...; OpenAI-compatible servers
+        # (and Gemini's compatibility layer) are configured by their API root, which replaces /v1.
+        self.api_root = api_root
 
     def __repr__(self) -> str:
-        return f"OpenAIProvider(name={self.name!r})"
+        return f"OpenAIProvider(name={self.name!r}, api_root={self.api_root!r})"
+
+    def upstream_path(self, raw_path: bytes) -> bytes:
+        if self.api_root and (raw_path == b"/v1" or raw_path.startswith(b"/v1/")):
+            return raw_path[3:] or b"/"
+        return raw_path
+
+    def bills(self, path: str) -> bool:
+        return _reports_new_usage(path)
+
+    def always_reports_usage(self, path: str) -> bool:
+        return _bare_path(path).endswith(_USAGE_ALWAYS_SUFFIXES)
 
     def handles_path(self, path: str) -> bool:
         p = _bare_path(path)

@@ -1,31 +1,80 @@
-"""The provider instances the gateway knows, by the key routes and configuration refer to them."""
+"""Every wire format the gateway speaks, and the providers it knows without configuration.
+
+Adding a provider with a wire format of its own is one module under providers/ (a class that
+fulfils providers.base.Provider) plus one line in ``KINDS``; a built-in default upstream for it is
+one more line in ``BUILTIN_PROVIDERS``.  docs/architecture.md walks through it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from majordomo_gateway.providers.anthropic import AnthropicProvider
 from majordomo_gateway.providers.base import Provider
-from majordomo_gateway.providers.gemini import GeminiProvider
+from majordomo_gateway.providers.gemini import GEMINI_OPENAI_BASE_URL, GeminiProvider
 from majordomo_gateway.providers.openai import OpenAIProvider
 
-__all__ = ["PROVIDERS", "gemini_openai", "provider_for_path"]
+__all__ = ["BUILTIN_PROVIDERS", "KINDS", "PROVIDERS", "BuiltinProvider", "build_provider", "catalog_id"]
 
-#: Gemini's OpenAI-compatible endpoint: OpenAI's wire format, recorded as provider "gemini".
-gemini_openai = OpenAIProvider(name="gemini")
-
-PROVIDERS: dict[str, Provider] = {
-    "openai": OpenAIProvider(),
-    "anthropic": AnthropicProvider(),
-    "gemini": GeminiProvider(),
-    "gemini-openai": gemini_openai,
+#: wire format -> the provider class that speaks it.  A class takes the name rows are recorded
+#: under and whether its base URL is an SDK-style API root (see Provider.upstream_path).
+KINDS: dict[str, Callable[..., Provider]] = {
+    "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
 }
 
-# "gemini-openai" shares its paths with "openai", so it is never picked by path alone.
-_BY_PATH: tuple[Provider, ...] = (PROVIDERS["openai"], PROVIDERS["anthropic"], PROVIDERS["gemini"])
+
+@dataclass(frozen=True, slots=True)
+class BuiltinProvider:
+    """A provider that works with no configuration (its base URL can still be changed)."""
+
+    #: the key under ``providers:`` in majordomo.yaml
+    name: str
+    kind: str
+    default_base_url: str
+    #: the X-Majordomo-Provider value that selects it
+    route: str
+    #: llm_requests.provider for its rows
+    record_as: str
+    pricing_provider: str | None = None
+    #: chosen by path when no header names a provider (gemini_openai shares OpenAI's paths)
+    by_path: bool = True
+    api_root: bool = False
 
 
-def provider_for_path(path: str) -> Provider | None:
-    """The provider a request to ``path`` goes to when nothing else (route, header) says."""
-    for provider in _BY_PATH:
-        if provider.handles_path(path):
-            return provider
-    return None
+BUILTIN_PROVIDERS: tuple[BuiltinProvider, ...] = (
+    BuiltinProvider("openai", "openai", OpenAIProvider.default_base_url, "openai", "openai"),
+    BuiltinProvider("anthropic", "anthropic", AnthropicProvider.default_base_url, "anthropic", "anthropic"),
+    BuiltinProvider("gemini", "gemini", GeminiProvider.default_base_url, "gemini", "gemini"),
+    # Gemini's OpenAI-compatible API: OpenAI's wire format, recorded and priced as Gemini.
+    BuiltinProvider("gemini_openai", "openai", GEMINI_OPENAI_BASE_URL, "gemini-openai", "gemini",
+                    by_path=False, api_root=True),
+)
+_BUILTIN_BY_NAME = {spec.name: spec for spec in BUILTIN_PROVIDERS}
+
+# Our built-in provider names -> the genai-prices provider id that prices them.
+_CATALOG_IDS: dict[str, str] = {"openai": OpenAIProvider.pricing_id, "anthropic": AnthropicProvider.pricing_id,
+                                "gemini": GeminiProvider.pricing_id}
+
+
+def build_provider(name: str, kind: str) -> Provider:
+    """The provider object for a configured upstream ``name`` of wire format ``kind``."""
+    spec = _BUILTIN_BY_NAME.get(name)
+    if spec is not None:
+        return KINDS[spec.kind](spec.record_as, api_root=spec.api_root)
+    # A configured OpenAI-compatible server is documented by its API root (http://host/v1).
+    return KINDS[kind](name, api_root=True)
+
+
+def catalog_id(pricing_provider: str | None) -> str | None:
+    """The genai-prices provider id for a ``pricing_provider`` setting: one of our provider names
+    (``gemini`` is ``google`` there) or already a catalog id (``groq``, ``together``...)."""
+    if pricing_provider is None:
+        return None
+    return _CATALOG_IDS.get(pricing_provider, pricing_provider)
+
+
+#: One instance per built-in route, for tests and tools that need a provider without settings.
+PROVIDERS: dict[str, Provider] = {spec.route: build_provider(spec.name, spec.kind) for spec in BUILTIN_PROVIDERS}

@@ -57,12 +57,7 @@ MAX_REQUEST_BODY = 64 * 1024 * 1024
 # A non-streamed body larger than this is relayed but not parsed for usage.
 MAX_PARSED_BODY = 32 * 1024 * 1024
 MAX_ERROR_CAPTURE = 4096
-# Endpoints that report usage: a 2xx answer from one of these without usage is "missing".
-_USAGE_SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/responses", "/messages",
-                   ":generateContent", ":streamGenerateContent")
 _CREDENTIAL_QUERY_KEYS = frozenset({"key"})
-# Routes whose chat streams get stream_options.include_usage added (proxy.inject_stream_usage).
-_STREAM_USAGE_ROUTES = ("openai", "gemini-openai")
 # Non-streamed bodies up to this size (with a Content-Length) are read whole and sent in one piece.
 _WHOLE_BODY_LIMIT = 1024 * 1024
 # Response headers that no longer describe a body once a route adapter has transformed it.
@@ -109,14 +104,14 @@ class ProxyHandler:
         self.writer = writer
         self.prices = prices
         self.upstream: UpstreamClient | None = None
-        if settings.inject_stream_usage:
+        if settings.proxy.inject_stream_usage:
             injector = StreamUsageInjector()
-            for name in _STREAM_USAGE_ROUTES:
+            for name in router.routes_of_kind("openai"):
                 router.set_adapter(name, injector)
 
     async def start(self) -> None:
-        self.upstream = UpstreamClient(connect_timeout=self.settings.upstream_connect_timeout,
-                                       read_timeout=self.settings.upstream_read_timeout)
+        self.upstream = UpstreamClient(connect_timeout=self.settings.proxy.connect_timeout,
+                                       read_timeout=self.settings.proxy.read_timeout)
 
     async def close(self) -> None:
         if self.upstream is not None:
@@ -127,8 +122,8 @@ class ProxyHandler:
         started = time.perf_counter()
         requested_at = _now()
         try:
-            headers = split_headers(scope["headers"], max_metadata=self.settings.max_metadata_headers,
-                                    max_value_bytes=self.settings.max_metadata_value_bytes)
+            headers = split_headers(scope["headers"], max_metadata=self.settings.proxy.max_metadata_headers,
+                                    max_value_bytes=self.settings.proxy.max_metadata_value_bytes)
         except MetadataError as exc:
             await send_error(send, 400, "invalid_metadata", str(exc))
             return
@@ -346,8 +341,8 @@ class ProxyHandler:
                         abandoned_at = time.monotonic()
                     # The client left: keep reading, within bounds, only to learn the usage.
                     abandoned_bytes += len(chunk)
-                    if (abandoned_bytes > self.settings.abandoned_stream_max_bytes
-                            or time.monotonic() - abandoned_at > self.settings.abandoned_stream_max_seconds):
+                    if (abandoned_bytes > self.settings.proxy.abandoned_stream_max_bytes
+                            or time.monotonic() - abandoned_at > self.settings.proxy.abandoned_stream_max_seconds):
                         break
                 if pending is not None:
                     await pending
@@ -408,7 +403,8 @@ class ProxyHandler:
         if result.usage is not None:
             _copy_usage(record, result.usage)
             record.usage_source = "reported"
-        elif record.status_code < 400 and record.request_path.split("?", 1)[0].endswith(_USAGE_SUFFIXES):
+        elif (record.status_code < 400 and self.router.routes[record.route].provider.always_reports_usage(
+                record.request_path)) or (record.status_code < 400 and record.route == "anthropic-openai"):
             record.usage_source = "missing"
 
     def _apply_body(self, record: RequestRecord, route: Route, raw_path: bytes, body: bytes, ok: bool,

@@ -9,15 +9,19 @@ where the request goes.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from majordomo_gateway.config import ProviderEndpoints
+from majordomo_gateway.config import ProviderSettings
 from majordomo_gateway.providers.base import Provider
+from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, build_provider
 from majordomo_gateway.proxy.adapter import RouteAdapter
 from majordomo_gateway.proxy.translate.anthropic_openai import AnthropicOpenAIAdapter
 from majordomo_gateway.proxy.upstream import Origin
 
-ROUTE_NAMES = ("openai", "anthropic", "gemini", "gemini-openai", "anthropic-openai")
+#: the routes that need no configuration; configured providers add their own names
+BUILTIN_ROUTES = ("openai", "anthropic", "gemini", "gemini-openai", "anthropic-openai")
+ROUTE_NAMES = BUILTIN_ROUTES
 SUPPORTED_PATHS = (
     "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and other /v1/... (OpenAI)",
     "/v1/messages, /v1/messages/count_tokens (Anthropic)",
@@ -40,11 +44,9 @@ class RoutingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    name: str  # one of ROUTE_NAMES
+    name: str  # the X-Majordomo-Provider value that selects it (and llm_requests.route)
     provider: Provider
     base_url: str
-    # gemini-openai: the OpenAI-style path loses its /v1 because the base already ends in /openai.
-    strip_v1: bool = False
     # Rewrites the request and transforms the response (proxy/adapter.py); None relays bytes as is.
     adapter: RouteAdapter | None = None
     origin: Origin = field(init=False, compare=False)
@@ -54,8 +56,7 @@ class Route:
 
     def upstream_target(self, raw_path: bytes, query: bytes) -> bytes:
         """Path and query for the upstream, after the origin's base path (see Origin)."""
-        if self.strip_v1 and (raw_path == b"/v1" or raw_path.startswith(b"/v1/")):
-            raw_path = raw_path[3:] or b"/"
+        raw_path = self.provider.upstream_path(raw_path)
         return raw_path + b"?" + query if query else raw_path
 
     def upstream_url(self, raw_path: bytes, query: bytes) -> str:
@@ -73,44 +74,60 @@ def check_path(raw_path: bytes) -> None:
 
 
 class Router:
-    def __init__(self, endpoints: ProviderEndpoints, providers: dict[str, Provider]) -> None:
-        self.routes: dict[str, Route] = {
-            "openai": Route("openai", providers["openai"], endpoints.openai),
-            "anthropic": Route("anthropic", providers["anthropic"], endpoints.anthropic),
-            "gemini": Route("gemini", providers["gemini"], endpoints.gemini),
-            "gemini-openai": Route("gemini-openai", providers["gemini-openai"], endpoints.gemini_openai,
-                                   strip_v1=True),
+    """The routes of one gateway: the built-in providers, the configured ones, and the
+    ``anthropic-openai`` translation route, by the X-Majordomo-Provider value that selects each."""
+
+    def __init__(self, providers: Mapping[str, ProviderSettings]) -> None:
+        builtins = {spec.name: spec for spec in BUILTIN_PROVIDERS}
+        self.routes: dict[str, Route] = {}
+        by_path: list[str] = []
+        for name, entry in providers.items():
+            spec = builtins.get(name)
+            route_name = spec.route if spec is not None else name
+            self.routes[route_name] = Route(route_name, build_provider(name, entry.kind), entry.base_url)
+            if spec is not None and spec.by_path:
+                by_path.append(route_name)
+        if "anthropic" in self.routes:
             # OpenAI Chat Completions translated to Anthropic Messages; only chosen by header.
-            "anthropic-openai": Route("anthropic-openai", providers["anthropic"], endpoints.anthropic,
-                                      adapter=AnthropicOpenAIAdapter()),
-        }
-        self._by_path = (self.routes["anthropic"], self.routes["gemini"], self.routes["openai"])
+            anthropic = self.routes["anthropic"]
+            self.routes["anthropic-openai"] = Route("anthropic-openai", anthropic.provider, anthropic.base_url,
+                                                    adapter=AnthropicOpenAIAdapter())
+        # Anthropic's and Gemini's paths are specific; OpenAI's /v1/... is the fallback, so last.
+        self._path_order = tuple(name for name in ("anthropic", "gemini", "openai") if name in by_path)
+        self._by_path = tuple(self.routes[name] for name in self._path_order)
+        self.names = tuple(self.routes)
 
     def set_adapter(self, name: str, adapter: RouteAdapter | None) -> None:
         """Give the route ``name`` an adapter (or take it away), for path and header routing alike."""
         self.routes[name] = replace(self.routes[name], adapter=adapter)
-        self._by_path = (self.routes["anthropic"], self.routes["gemini"], self.routes["openai"])
+        self._by_path = tuple(self.routes[name] for name in self._path_order)
+
+    def routes_of_kind(self, kind: str) -> list[str]:
+        """The names of the plain (untranslated) routes whose upstream speaks ``kind``."""
+        return [name for name, route in self.routes.items()
+                if route.provider.kind == kind and name != "anthropic-openai"]
 
     def resolve(self, path: str, raw_path: bytes, provider_header: str | None) -> Route:
         check_path(raw_path)
         if provider_header is not None:
-            route = self.routes.get(provider_header.strip().lower())
+            wanted = provider_header.strip().lower()
+            route = self.routes.get(wanted) or self.routes.get(wanted.replace("-", "_"))
             if route is None:
                 raise RoutingError(
                     "unknown_provider",
                     f"X-Majordomo-Provider {provider_header!r} is not supported; use one of: "
-                    + ", ".join(ROUTE_NAMES),
+                    + ", ".join(self.names),
                 )
             return route
         for route in self._by_path:
             if route.provider.handles_path(path):
                 return route
         # Everything else under /v1/ (models, files, batches...) is OpenAI's surface.
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/") and "openai" in self.routes:
             return self.routes["openai"]
         raise RoutingError(
             "unknown_route",
             f"no provider serves {path!r}; supported paths: " + "; ".join(SUPPORTED_PATHS)
             + ". Or name the provider with the X-Majordomo-Provider header ("
-            + ", ".join(ROUTE_NAMES) + ").",
+            + ", ".join(self.names) + ").",
         )
