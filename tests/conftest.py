@@ -12,7 +12,7 @@ import pytest
 from tests.support import GatewayProcess, PostgresServer, postgres_available
 
 if TYPE_CHECKING:
-    from tests.mock_upstream import MockUpstream
+    from tests.support.upstream import MockUpstream
 
 
 def _require_postgres() -> bool:
@@ -21,7 +21,7 @@ def _require_postgres() -> bool:
 
 @pytest.fixture(scope="session")
 def mock_upstream() -> Iterator[MockUpstream]:
-    from tests.mock_upstream import MockUpstream
+    from tests.support.upstream import MockUpstream
 
     with MockUpstream() as mock:
         yield mock

@@ -6,9 +6,10 @@ import pytest
 from agno.agent import Agent
 from majordomo_frameworks.agno import create_model
 
-from tests.e2e.test_pydantic_ai_gateway import MODELS, PROVIDER_KEYS, latest_rows
-from tests.mock_upstream import MockUpstream
 from tests.support import GatewayProcess
+from tests.support.gateway import latest_rows
+from tests.support.guide import MODELS, PROVIDER_KEYS
+from tests.support.upstream import MockUpstream
 
 
 @pytest.fixture(autouse=True)

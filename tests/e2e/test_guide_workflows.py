@@ -12,9 +12,8 @@ from majordomo_frameworks.pydantic_ai import AnthropicModelSettings, build_extra
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
 
-from tests.e2e.test_pydantic_ai_gateway import PROVIDER_KEYS
-from tests.gateway.test_guide_queries import BY_STEP, PER_USER
 from tests.support import GatewayProcess, free_port
+from tests.support.guide import BY_STEP, PER_USER, PROVIDER_KEYS
 
 
 @pytest.fixture

@@ -20,15 +20,11 @@ from majordomo_frameworks.pydantic_ai import (
 from pydantic import BaseModel
 from pydantic_ai import Agent
 
-from tests.mock_upstream import MockUpstream
 from tests.support import GatewayProcess
+from tests.support.gateway import latest_rows
+from tests.support.guide import MODELS, PROVIDER_KEYS
+from tests.support.upstream import MockUpstream
 
-PROVIDER_KEYS = {
-    "OPENAI_API_KEY": "sk-e2e-openai-key-000000000000",
-    "ANTHROPIC_API_KEY": "sk-ant-e2e-anthropic-key-0000000",
-    "GEMINI_API_KEY": "AIza-e2e-gemini-key-00000000000",
-}
-MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-20250514", "gemini": "gemini-2.0-flash"}
 ROW_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
 
 
@@ -51,26 +47,6 @@ def headers_for(provider: str, **metadata: str) -> dict[str, str]:
     if provider == "gemini":
         return build_extra_headers_gemini(**metadata)
     return build_extra_headers(**metadata)
-
-
-async def latest_rows(gw: GatewayProcess, count: int) -> list[dict]:
-    """The ``count`` most recent rows, oldest first (ids are time-ordered UUIDs)."""
-    await _settle(gw)
-    ids = await gw.query(f"SELECT id FROM llm_requests ORDER BY requested_at DESC, id DESC LIMIT {count}")
-    rows = [await gw.row(str(row_id)) for (row_id,) in ids]
-    return list(reversed(rows))
-
-
-async def _settle(gw: GatewayProcess) -> None:
-    import asyncio
-
-    before = -1
-    for _ in range(50):  # wait until the writer has flushed (count stable over two flush windows)
-        count = await gw.count_rows()
-        if count == before:
-            return
-        before = count
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])

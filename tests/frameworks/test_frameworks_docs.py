@@ -77,9 +77,9 @@ def fresh_http_clients() -> Iterator[None]:
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[snippet.id for snippet in SNIPPETS])
 def test_snippet_runs(snippet: Snippet, gateway_env: FakeGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     for framework in ("pydantic_ai", "agno"):
-        if re.search(rf"^\s*(from|import) {framework}\b", snippet.source, re.MULTILINE):
-            if importlib.util.find_spec(framework) is None:
-                pytest.skip(f"{framework} is not installed")
+        if (re.search(rf"^\s*(from|import) {framework}\b", snippet.source, re.MULTILINE)
+                and importlib.util.find_spec(framework) is None):
+            pytest.skip(f"{framework} is not installed")
     uses_majordomo = "majordomo_frameworks" in snippet.source
     # "Before" migration examples talk to the provider directly; send them to the fake gateway too.
     monkeypatch.setenv("ANTHROPIC_BASE_URL", gateway_env.url)

@@ -11,8 +11,8 @@ import pytest
 from majordomo_gateway.config import load_settings
 from majordomo_gateway.proxy.routing import Router
 
-from tests.mock_upstream import DEFAULT_TEXT, MockUpstream
 from tests.support import GatewayProcess
+from tests.support.upstream import DEFAULT_TEXT, MockUpstream
 
 ANTHROPIC_KEY = "sk-ant-translate-0123456789abcdef"
 MODEL = "claude-sonnet-4-20250514"

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.gateway.test_proxy import post
 from tests.support import GatewayProcess, majordomo
+from tests.support.client import post
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello!"}]}
 GEMINI = {"contents": [{"role": "user", "parts": [{"text": "Hello!"}]}]}

@@ -7,26 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from tests.gateway.test_proxy import MESSAGES, post, usage_header
 from tests.support import GatewayProcess
-
-# Copied character for character from ../shared/seed/pydantic-ai-guide.txt
-PER_USER = """SELECT
-    raw_metadata->>'User-Id' as user_id,
-    COUNT(*) as requests,
-    SUM(total_cost) as total_cost
-FROM llm_requests
-WHERE raw_metadata->>'Feature' = 'chat-bot'
-GROUP BY 1
-ORDER BY total_cost DESC;"""
-
-BY_STEP = """SELECT
-    raw_metadata->>'Step' as step,
-    AVG(total_cost) as avg_cost,
-    SUM(total_cost) as total_cost
-FROM llm_requests
-WHERE raw_metadata->>'Feature' = 'research'
-GROUP BY 1;"""
+from tests.support.client import MESSAGES, post, usage_header
+from tests.support.guide import BY_STEP, PER_USER
 
 FEATURES = "SELECT raw_metadata->>'Feature', SUM(total_cost) FROM llm_requests GROUP BY 1"
 

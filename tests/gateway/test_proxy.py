@@ -9,31 +9,16 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.mock_upstream import MockUpstream
 from tests.support import GatewayProcess
+from tests.support.client import MESSAGES, post, usage_header
+from tests.support.upstream import MockUpstream
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 GEMINI_KEY = "AIzaTestGeminiKey0123456789"
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello!"}]}
-MESSAGES = {"model": "claude-sonnet-4-20250514", "max_tokens": 256,
-            "messages": [{"role": "user", "content": "Hello!"}]}
 GEMINI = {"contents": [{"role": "user", "parts": [{"text": "Hello!"}]}]}
-
-
-def usage_header(**values: int) -> dict[str, str]:
-    return {"X-Mock-Usage": orjson.dumps(values).decode()}
-
-
-async def post(gw: GatewayProcess, path: str, body: dict | bytes, headers: dict[str, str] | None = None,
-               *, key: str | None = None) -> tuple[aiohttp.ClientResponse, bytes]:
-    all_headers = {"X-Majordomo-Key": key if key is not None else gw.key, "Content-Type": "application/json"}
-    all_headers.update(headers or {})
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    async with aiohttp.ClientSession(auto_decompress=False) as session, \
-            session.post(gw.url + path, data=data, headers=all_headers) as response:
-        return response, await response.read()
 
 
 def per_million(tokens: int, usd_per_mtok: str) -> Decimal:
@@ -209,10 +194,10 @@ async def test_unpriced_model_keeps_its_name_and_null_cost(gateway: GatewayProce
 # -- errors ------------------------------------------------------------------------------------
 
 async def test_missing_unknown_and_revoked_keys_get_401_saying_which(gateway: GatewayProcess) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(gateway.url + "/v1/chat/completions", json=CHAT) as response:
-            assert response.status == 401
-            assert "Missing X-Majordomo-Key" in (await response.json())["error"]["message"]
+    async with aiohttp.ClientSession() as session, \
+            session.post(gateway.url + "/v1/chat/completions", json=CHAT) as response:
+        assert response.status == 401
+        assert "Missing X-Majordomo-Key" in (await response.json())["error"]["message"]
     response, body = await post(gateway, "/v1/chat/completions", CHAT, key="mdm_sk_" + "x" * 43)
     assert response.status == 401
     assert "Invalid X-Majordomo-Key" in orjson.loads(body)["error"]["message"]

@@ -9,7 +9,7 @@ from majordomo_gateway.storage.database import open_database
 from majordomo_gateway.storage.spool import Spool, decode, encode
 from majordomo_gateway.storage.writer import RowWriter
 
-from tests.gateway.test_storage import make_record
+from tests.support.records import make_record
 
 
 def test_spool_round_trip_keeps_every_field() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,26 +12,10 @@ import pytest
 import uuid_utils
 from majordomo_gateway.auth.keys import display_prefix, generate_key, hash_secret
 from majordomo_gateway.storage.database import Database, open_database
-from majordomo_gateway.storage.records import COLUMNS, RequestRecord, truncate_message
+from majordomo_gateway.storage.records import COLUMNS, truncate_message
 
 from tests.support import PostgresServer
-
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def make_record(key_id: str | None, *, at: datetime = NOW, **changes: object) -> RequestRecord:
-    record = RequestRecord(
-        id=str(uuid_utils.uuid7()), majordomo_api_key_id=key_id, provider_api_key_hash="h" * 64,
-        provider_api_key_alias=None, provider="anthropic", route="anthropic", model="claude-sonnet-4-20250514",
-        request_path="/v1/messages", request_method="POST", requested_at=at,
-        responded_at=at + timedelta(milliseconds=250), response_time_ms=250.0, input_tokens=1000,
-        output_tokens=50, cached_tokens=200, input_cost=Decimal("0.0025350000"),
-        output_cost=Decimal("0.00075"), total_cost=Decimal("0.0032850000"), model_alias_found=True,
-        usage_source="reported", status_code=200, raw_metadata={"Feature": "chat", "User-Id": "u1"},
-    )
-    for name, value in changes.items():
-        setattr(record, name, value)
-    return record
+from tests.support.records import NOW, make_record
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

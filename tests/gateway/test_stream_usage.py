@@ -11,8 +11,8 @@ import orjson
 import pytest
 from majordomo_gateway.proxy.stream_usage import UsageChunkFilter, inject_include_usage
 
-from tests.mock_upstream import MockUpstream
 from tests.support import GatewayProcess
+from tests.support.upstream import MockUpstream
 
 OPENAI_KEY = "sk-test-openai-inject-0123456789"
 USAGE = {"input_tokens": 1234, "output_tokens": 321, "cached_tokens": 1000, "reasoning_tokens": 21}

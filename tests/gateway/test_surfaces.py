@@ -17,8 +17,8 @@ from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.providers.registry import PROVIDERS
 from majordomo_gateway.usage import Usage
 
-from tests.mock_upstream import MockUpstream
 from tests.support import GatewayProcess
+from tests.support.upstream import MockUpstream
 
 OPENAI_KEY = "sk-test-openai-surfaces-0123456789"
 ANTHROPIC_KEY = "sk-ant-test-surfaces-0123456789"

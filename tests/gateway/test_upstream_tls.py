@@ -17,8 +17,8 @@ import pytest
 import trustme
 from multidict import CIMultiDict
 
-from tests.mock_upstream import MockUpstream
 from tests.support import GatewayProcess, assert_no_secret
+from tests.support.upstream import MockUpstream
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello!"}]}
 PROVIDER_KEY = "sk-tls-test-provider-key-0123456789"

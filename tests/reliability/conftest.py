@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.harness import Gateway, MockProcess, PgCluster, postgres_tools_missing
+from tests.support.reliability import Gateway, MockProcess, PgCluster, postgres_tools_missing
 
 _RESULTS: dict[str, dict[str, Any]] = {}
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from majordomo_gateway.cli.main import main as cli_main
 
-from tests.reliability.harness import Load, PgCluster, Watcher, account, log_lines, wait_settled
+from tests.support.reliability import Load, PgCluster, Watcher, account, log_lines, wait_settled
 
 
 def _status_cli(url: str, *extra: str) -> tuple[int, str]:

@@ -17,7 +17,7 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.reliability.harness import (
+from tests.support.reliability import (
     CHAT,
     OPENAI_KEY,
     SEQ_HEADER,

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.reliability.harness import Load, MockProcess, Outcome, Watcher, account, wait_settled
+from tests.support.reliability import Load, MockProcess, Outcome, Watcher, account, wait_settled
 
 MAX_IN_FLIGHT = 2000
 

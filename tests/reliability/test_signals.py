@@ -20,7 +20,7 @@ import time
 import asyncpg
 import pytest
 
-from tests.reliability.harness import Load, PgCluster, Watcher, account, log_lines, spool_files, wait_settled
+from tests.support.reliability import Load, PgCluster, Watcher, account, log_lines, spool_files, wait_settled
 
 
 def assert_clean_exit(gw, code: int | None) -> None:

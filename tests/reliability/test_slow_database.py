@@ -13,7 +13,7 @@ import time
 import asyncpg
 import pytest
 
-from tests.reliability.harness import Load, Watcher, account, wait_settled
+from tests.support.reliability import Load, Watcher, account, wait_settled
 
 
 async def _locked(make_gateway, record_result, *, hold: float, queue_size: int, concurrency: int) -> None:

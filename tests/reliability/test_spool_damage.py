@@ -9,35 +9,21 @@ record (a crash mid-append, rows never acknowledged as durable) is simply remove
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import uuid_utils
 from majordomo_gateway.storage.records import RequestRecord
 from majordomo_gateway.storage.spool import encode
 
-from tests.reliability.harness import account, log_lines, spool_files, wait_settled
-
-
-def _record(key_id: str, seq: str) -> RequestRecord:
-    now = datetime.now(UTC) - timedelta(minutes=5)
-    return RequestRecord(
-        id=str(uuid_utils.uuid7()), majordomo_api_key_id=key_id, provider_api_key_hash="h" * 64,
-        provider_api_key_alias=None, provider="openai", route="openai", model="gpt-4o",
-        request_path="/v1/chat/completions", request_method="POST", requested_at=now,
-        responded_at=now + timedelta(milliseconds=20), response_time_ms=20.0, input_tokens=100, output_tokens=20,
-        input_cost=Decimal("0.00025"), output_cost=Decimal("0.0002"), total_cost=Decimal("0.00045"),
-        model_alias_found=True, usage_source="reported", status_code=200, raw_metadata={"Seq": seq},
-    )
+from tests.support.records import spool_record
+from tests.support.reliability import account, log_lines, spool_files, wait_settled
 
 
 def _write_damaged_spool(directory: Path, key_id: str) -> tuple[set[str], int]:
     """Spool files with known damage; returns (ids that must arrive, damaged records)."""
     directory.mkdir(parents=True, exist_ok=True)
     good: set[str] = set()
-    frames = [encode([_record(key_id, f"damage-a{i}")]) for i in range(40)]
+    frames = [encode([spool_record(key_id, f"damage-a{i}")]) for i in range(40)]
     records_a = [RequestRecord.from_json(f[12:]) for f in frames]
     damaged = 0
     data = bytearray()
@@ -57,12 +43,12 @@ def _write_damaged_spool(directory: Path, key_id: str) -> tuple[set[str], int]:
         else:
             good.add(record.id)
         data += frame
-    torn = encode([_record(key_id, "damage-torn")])
+    torn = encode([spool_record(key_id, "damage-torn")])
     data += torn[: len(torn) // 2]  # a torn write: the process died mid-append
     damaged += 1
     (directory / f"{1_000_000_000_000_000_000:019d}-1-aaaaaa.spool").write_bytes(bytes(data))
     # A second, intact file from another (dead) worker, replayed independently of the first.
-    intact = [_record(key_id, f"damage-b{i}") for i in range(25)]
+    intact = [spool_record(key_id, f"damage-b{i}") for i in range(25)]
     good.update(r.id for r in intact)
     (directory / f"{1_000_000_000_000_000_001:019d}-2-bbbbbb.spool").write_bytes(encode(intact))
     # A file cut inside its very first header, and an empty one.
@@ -107,11 +93,11 @@ async def test_spool_from_a_newer_or_foreign_writer_does_not_block_the_rest(make
     gw.terminate()
     spool = gw.workdir.parent / "spool"
     spool.mkdir(parents=True, exist_ok=True)
-    poisoned = [_record(gw.key_id, f"poison-ok{i}") for i in range(10)]
-    bad = _record(str(uuid.uuid4()), "poison-bad")
+    poisoned = [spool_record(gw.key_id, f"poison-ok{i}") for i in range(10)]
+    bad = spool_record(str(uuid.uuid4()), "poison-bad")
     (spool / f"{1_000_000_000_000_000_000:019d}-1-aaaaaa.spool").write_bytes(encode([*poisoned[:5], bad,
                                                                                     *poisoned[5:]]))
-    later = [_record(gw.key_id, f"poison-later{i}") for i in range(10)]
+    later = [spool_record(gw.key_id, f"poison-later{i}") for i in range(10)]
     (spool / f"{1_000_000_000_000_000_001:019d}-2-bbbbbb.spool").write_bytes(encode(later))
     gw.start()
     await wait_settled([gw], timeout=30)

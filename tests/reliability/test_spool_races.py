@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from majordomo_gateway.storage.spool import Spool, decode
 
-from tests.reliability.test_spool_damage import _record
+from tests.support.records import spool_record
 
 
 def test_a_file_being_created_is_never_claimed_by_another_replayer(tmp_path: Path,
@@ -31,7 +31,7 @@ def test_a_file_being_created_is_never_claimed_by_another_replayer(tmp_path: Pat
         real_flock(fd, operation)
 
     monkeypatch.setattr(fcntl, "flock", flock_after_a_replay)
-    records = [_record("k", f"race{i}") for i in range(5)]
+    records = [spool_record("k", f"race{i}") for i in range(5)]
     writer.append(records)
     monkeypatch.setattr(fcntl, "flock", real_flock)
     writer.rotate()
@@ -46,7 +46,7 @@ def test_a_failed_append_leaves_no_torn_record(tmp_path: Path, monkeypatch: pyte
     import os
 
     spool = Spool(tmp_path)
-    first = [_record("k", "full0")]
+    first = [spool_record("k", "full0")]
     spool.append(first)
     real_write = os.write
     calls = []
@@ -59,9 +59,9 @@ def test_a_failed_append_leaves_no_torn_record(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(os, "write", write_half_then_enospc)
     with pytest.raises(OSError):
-        spool.append([_record("k", "full1"), _record("k", "full2")])
+        spool.append([spool_record("k", "full1"), spool_record("k", "full2")])
     monkeypatch.setattr(os, "write", real_write)
-    retry = [_record("k", "full1"), _record("k", "full2")]
+    retry = [spool_record("k", "full1"), spool_record("k", "full2")]
     spool.append(retry)
     spool.rotate()
     result = decode(next(tmp_path.glob("*.spool")).read_bytes())

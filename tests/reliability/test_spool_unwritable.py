@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.harness import Load, PgCluster, Watcher, account, log_lines, spool_files, wait_settled
+from tests.support.reliability import Load, PgCluster, Watcher, account, log_lines, spool_files, wait_settled
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.mock_upstream import (
+from tests.support.upstream import (
     DEFAULT_INPUT_TOKENS,
     DEFAULT_OUTPUT_TOKENS,
     DEFAULT_REASONING_TOKENS,
@@ -24,7 +24,7 @@ from tests.mock_upstream import (
     MockConfigError,
     MockUpstream,
 )
-from tests.mock_upstream.scenarios import example_from_schema, split_text
+from tests.support.upstream.scenarios import example_from_schema, split_text
 
 USAGE = {
     "input_tokens": 1200,
@@ -505,14 +505,13 @@ def test_stream_error_events(mock: MockUpstream, oai: openai.OpenAI, claude: ant
 def test_hang_and_hang_mid_stream_time_out(mock: MockUpstream) -> None:
     async def attempt(scenario: str, received: list[bytes]) -> None:
         timeout = aiohttp.ClientTimeout(total=0.3)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(
-                mock.url + "/v1/messages",
-                json={"model": "m", "max_tokens": 5, "messages": MESSAGES, "stream": True},
-                headers={"X-Mock-Scenario": scenario},
-            ) as resp:
-                async for piece in resp.content.iter_any():
-                    received.append(piece)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
+            mock.url + "/v1/messages",
+            json={"model": "m", "max_tokens": 5, "messages": MESSAGES, "stream": True},
+            headers={"X-Mock-Scenario": scenario},
+        ) as resp:
+            async for piece in resp.content.iter_any():
+                received.append(piece)
 
     for scenario, expect_data in (("hang", False), ("hang-mid-stream", True)):
         received: list[bytes] = []

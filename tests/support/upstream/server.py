@@ -269,7 +269,7 @@ class MockUpstream:
 
     # -- standalone
     def serve_forever(self) -> None:
-        """Run in the current thread until interrupted (``python -m tests.mock_upstream``)."""
+        """Run in the current thread until interrupted (``python -m tests.support.upstream``)."""
 
         async def main() -> None:
             await self.start_async()

@@ -1,16 +1,13 @@
-"""Test helpers shared by the gateway and end-to-end suites: real processes, real sockets, real databases."""
+"""A real gateway process on its own port, database and spool, and reading back the rows it wrote."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,76 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-PG_ADMIN_URL = os.environ.get("MAJORDOMO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def majordomo(*args: str, env: dict[str, str] | None = None, check: bool = True,
-              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "majordomo"), *args], capture_output=True, text=True,
-                          env=env, check=check, cwd=cwd, timeout=60)
-
-
-class PostgresServer:
-    """Creates throwaway databases on the machine's PostgreSQL and drops them afterwards."""
-
-    def __init__(self, admin_url: str = PG_ADMIN_URL) -> None:
-        self.admin_url = admin_url
-        self.created: list[str] = []
-
-    def url_for(self, name: str) -> str:
-        base = self.admin_url.rsplit("/", 1)[0]
-        return f"{base}/{name}"
-
-    def _admin(self, *statements: str) -> None:
-        async def run() -> None:
-            conn = await asyncpg.connect(self.admin_url, timeout=5)
-            try:
-                for statement in statements:
-                    await conn.execute(statement)
-            finally:
-                await conn.close()
-
-        run_sync(run())
-
-    def create(self) -> str:
-        """A new empty database; usable from sync and async code alike."""
-        name = f"majordomo_test_{uuid.uuid4().hex[:12]}"
-        self._admin(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        return self.url_for(name)
-
-    def drop_all(self) -> None:
-        if self.created:
-            self._admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in self.created))
-        self.created.clear()
-
-
-def run_sync(coro: Any) -> Any:
-    """Run a coroutine to completion from any context (a fresh loop on a helper thread)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def postgres_available(admin_url: str = PG_ADMIN_URL) -> str | None:
-    """None when reachable, else why not."""
-
-    async def probe() -> None:
-        conn = await asyncpg.connect(admin_url, timeout=3)
-        await conn.close()
-
-    try:
-        run_sync(probe())
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+from tests.support.processes import BIN, free_port, majordomo
 
 
 @dataclass
@@ -137,10 +65,9 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([str(BIN / "majordomo"), "serve"], env=self.env(),
-                                        cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([str(BIN / "majordomo"), "serve"], env=self.env(),
+                                            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -249,3 +176,21 @@ def assert_no_secret(texts: Sequence[str], secrets: Sequence[str]) -> None:
     for secret in secrets:
         for text in texts:
             assert secret not in text, "a secret leaked"
+
+
+async def latest_rows(gw: GatewayProcess, count: int) -> list[dict]:
+    """The ``count`` most recent rows, oldest first (ids are time-ordered UUIDs)."""
+    await _settle(gw)
+    ids = await gw.query(f"SELECT id FROM llm_requests ORDER BY requested_at DESC, id DESC LIMIT {count}")
+    rows = [await gw.row(str(row_id)) for (row_id,) in ids]
+    return list(reversed(rows))
+
+
+async def _settle(gw: GatewayProcess) -> None:
+    before = -1
+    for _ in range(50):  # wait until the writer has flushed (count stable over two flush windows)
+        count = await gw.count_rows()
+        if count == before:
+            return
+        before = count
+        await asyncio.sleep(0.05)

@@ -124,7 +124,7 @@ class PgCluster:
 
 
 class MockProcess:
-    """``python -m tests.mock_upstream`` in its own process, so it does not share a GIL with the
+    """``python -m tests.support.upstream`` in its own process, so it does not share a GIL with the
     load generator."""
 
     def __init__(self, workdir: Path) -> None:
@@ -140,7 +140,7 @@ class MockProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.mock_upstream", "--port", str(self.port)],
+                [sys.executable, "-m", "tests.support.upstream", "--port", str(self.port)],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process, self.log_path)
         return self

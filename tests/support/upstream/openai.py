@@ -143,7 +143,7 @@ def _tool_choice(value: Any) -> tuple[str, str | None]:
     return "auto", None
 
 
-def chat_conversation(body: dict[str, Any]) -> Conversation:
+def chat_conversation(body: dict[str, Any]) -> Conversation:  # noqa: C901
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     conv = Conversation()
     conv.system_text = "\n".join(
@@ -309,7 +309,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 # POST /v1/responses
 
 
-async def responses(request: web.Request) -> web.StreamResponse:
+async def responses(request: web.Request) -> web.StreamResponse:  # noqa: C901
     ex = Exchange(request, WIRE)
     if (early := ex.parse_json()) is not None:
         return early

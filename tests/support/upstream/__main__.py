@@ -1,4 +1,4 @@
-"""``python -m tests.mock_upstream --port 9100``: run the mock upstream standalone."""
+"""``python -m tests.support.upstream --port 9100``: run the mock upstream standalone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .server import MockUpstream
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.mock_upstream", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.support.upstream", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100, help="0 picks a free port")
     parser.add_argument(

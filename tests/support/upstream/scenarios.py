@@ -409,7 +409,7 @@ _STRING_FORMATS = {
 }
 
 
-def example_from_schema(schema: Any, root: Any = None, depth: int = 0) -> Any:
+def example_from_schema(schema: Any, root: Any = None, depth: int = 0) -> Any:  # noqa: C901
     """A small value that validates against ``schema``: only required properties, simple values."""
     root = schema if root is None else root
     if not isinstance(schema, dict) or depth > 12:

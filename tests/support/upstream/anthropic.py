@@ -97,7 +97,7 @@ def _text_of(content: Any) -> str:
     )
 
 
-def conversation(body: dict[str, Any]) -> Conversation:
+def conversation(body: dict[str, Any]) -> Conversation:  # noqa: C901
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     conv = Conversation(system_text=_text_of(body.get("system")))
     for message in reversed(messages):
@@ -138,7 +138,7 @@ def conversation(body: dict[str, Any]) -> Conversation:
 # POST /v1/messages
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
+async def messages(request: web.Request) -> web.StreamResponse:  # noqa: C901
     ex = Exchange(request, WIRE)
     if (early := ex.parse_json()) is not None:
         return early
