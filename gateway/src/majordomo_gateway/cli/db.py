@@ -11,7 +11,7 @@ from majordomo_gateway.storage.database import DatabaseUnavailable, open_databas
 
 def migrate(args: argparse.Namespace) -> int:
     async def run() -> list[str]:
-        database = open_database(settings_from(args).database_url)
+        database = open_database(settings_from(args).database.url)
         await database.connect()
         try:
             return await database.migrate()
