@@ -87,7 +87,7 @@ def _set_default_headers(provider: OpenAIProvider | AnthropicProvider, headers: 
     (its ``_set_http_client`` swaps the HTTP client on ``provider._client``).
     """
     client_with_headers = provider.client.with_options(default_headers=dict(headers))
-    provider._client = client_with_headers  # type: ignore[assignment]  # pyright: ignore[reportPrivateUsage]
+    provider._client = client_with_headers  # type: ignore[assignment, unused-ignore]  # needed on some pydantic-ai versions; pyright: ignore[reportPrivateUsage]
     if provider.client is not client_with_headers:  # pragma: no cover - guards a future pydantic-ai layout
         raise RuntimeError(
             f"This pydantic-ai version's {type(provider).__name__} keeps its client elsewhere, so "

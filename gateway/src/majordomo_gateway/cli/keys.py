@@ -15,7 +15,8 @@ from majordomo_gateway.auth.keys import KeyRecord, display_prefix, generate_key,
 from majordomo_gateway.cli.context import connected
 
 
-def add_parsers(commands: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                common: Callable[[argparse.ArgumentParser], None]) -> None:
     keys = commands.add_parser("keys", help="manage Majordomo API keys",
                                description="Manage the API keys callers send as X-Majordomo-Key.")
     sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)

@@ -30,7 +30,8 @@ PRICE_LABELS: dict[str, tuple[str, str]] = {
 }
 
 
-def add_parsers(commands: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                common: Callable[[argparse.ArgumentParser], None]) -> None:
     pricing = commands.add_parser("pricing", help="inspect prices and unpriced models",
                                   description="Inspect the prices the gateway charges (genai-prices catalog "
                                               "plus pricing.overrides_file) and the models it could not price.")
@@ -153,14 +154,14 @@ async def _unpriced(args: argparse.Namespace) -> int:
         return 2
     async with connected(args) as database:
         models = await database.unpriced_models()
-    entries = [{
+    entries: list[dict[str, Any]] = [{
         "provider": m.provider,
         "model": m.model,
         "requests": m.requests,
         "first_seen": m.first_seen.isoformat(),
         "last_seen": m.last_seen.isoformat(),
         # Priced by the current prices (e.g. a model since added to the overrides file): reprice.
-        "priced_now": bool(m.model) and book.describe(m.provider, m.model)["found"],
+        "priced_now": bool(m.model and book.describe(m.provider, m.model)["found"]),
     } for m in models]
     if args.json:
         print(orjson.dumps(entries).decode())

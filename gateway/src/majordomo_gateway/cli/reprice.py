@@ -37,7 +37,8 @@ _ABSOLUTE_TOLERANCE = Decimal("1e-10")
 _RELATIVE_TOLERANCE = Decimal("1e-12")
 
 
-def add_parser(commands: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+               common: Callable[[argparse.ArgumentParser], None]) -> None:
     reprice = commands.add_parser(
         "reprice", help="recompute stored costs with the current prices",
         description="Recompute the cost of stored requests from their recorded token counts with the current "

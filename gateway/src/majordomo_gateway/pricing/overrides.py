@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any, cast
 
 import yaml
 from genai_prices.types import Tier, TieredPrices
@@ -204,7 +205,8 @@ def _parse_prices(raw: object, where: str) -> Rates:
         raise OverridesError(f"{where}: missing {_names(missing)} (write 0 if it is really free)")
     rates: dict[str, Rate] = {key: _parse_rate(value, f"{where}.{key}") for key, value in raw.items()}
     try:
-        return Rates(**rates)
+        # The keys were checked against OVERRIDE_PRICE_KEYS above: each is a Rate field of Rates.
+        return Rates(**cast("dict[str, Any]", rates))
     except InvalidRatesError as error:
         raise OverridesError(f"{where}: {error}") from None
 

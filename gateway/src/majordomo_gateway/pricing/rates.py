@@ -168,6 +168,7 @@ def _tier_rate(rate: TieredPrices, prompt_tokens: int) -> Decimal:
 
 
 def _check_rate(key: str, rate: object) -> None:
+    prices: list[object]
     if isinstance(rate, TieredPrices):
         prices = [rate.base, *(tier.price for tier in rate.tiers)]
         if any(tier.start < 0 for tier in rate.tiers):
