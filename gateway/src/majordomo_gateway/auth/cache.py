@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from majordomo_gateway.auth.keys import KeyRecord, hash_secret
-from majordomo_gateway.storage.database import Database, DatabaseUnavailable
+from majordomo_gateway.storage.database import KeyStore
+from majordomo_gateway.storage.errors import DatabaseUnavailable
 
 # How long a known-good key is honoured from cache while the database cannot be asked.
 STALE_GRACE_SECONDS = 3600.0
@@ -51,7 +52,7 @@ class _Entry:
 
 
 class KeyCache:
-    def __init__(self, database: Database, *, ttl: float = 10.0, max_size: int = 10_000) -> None:
+    def __init__(self, database: KeyStore, *, ttl: float = 10.0, max_size: int = 10_000) -> None:
         self.database = database
         self.ttl = ttl
         self.max_size = max_size

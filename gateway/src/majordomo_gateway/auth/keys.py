@@ -5,47 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
+
+from majordomo_gateway.storage.records import KeyRecord
+
+__all__ = ["KEY_PREFIX", "KeyRecord", "display_prefix", "generate_key", "hash_secret"]
 
 KEY_PREFIX = "mdm_sk_"
-
-
-@dataclass(slots=True, frozen=True)
-class KeyRecord:
-    """An API key as stored: never the key itself."""
-
-    id: str
-    name: str
-    description: str | None
-    key_prefix: str
-    created_at: datetime
-    updated_at: datetime
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-    request_count: int
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "key_prefix": self.key_prefix,
-            "active": self.active,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "revoked_at": _iso(self.revoked_at),
-            "last_used_at": _iso(self.last_used_at),
-            "request_count": self.request_count,
-        }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def generate_key() -> str:

@@ -1,95 +1,41 @@
-"""The storage interface shared by the SQLite and PostgreSQL backends, and how to open one."""
+"""The storage interface, split by role, and how to open a backend for a URL.
+
+Callers depend on the role they use: the writer on ``RequestLog`` (with ``Connection`` to probe and
+reconnect), key checks on ``KeyStore``, re-pricing on ``CostStore``.  ``Database`` is all of them,
+which both backends implement.  New roles (budgets, rollups) get their own Protocol here and join
+``Database`` once both backends have them.
+
+The backends import only ``records``, ``columns``, ``errors`` and ``migration``, never this
+module, so ``open_database`` can import them without a cycle (lazily: asyncpg loads only for
+PostgreSQL URLs).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from pathlib import Path
 from typing import Protocol
 
-from majordomo_gateway.auth.keys import KeyRecord
-from majordomo_gateway.storage.records import RequestRecord
-from majordomo_gateway.usage import Usage
+from majordomo_gateway.storage.columns import cost_value
+from majordomo_gateway.storage.errors import DatabaseUnavailable
+from majordomo_gateway.storage.migration import MIGRATIONS_DIR, Migration, load_migrations
+from majordomo_gateway.storage.records import (
+    CostUpdate,
+    InsertResult,
+    KeyRecord,
+    RequestRecord,
+    UnpricedModel,
+    UsageRow,
+)
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-
-
-class DatabaseUnavailable(Exception):
-    """The database could not be reached or did not answer; the caller decides what that means."""
-
-
-@dataclass(slots=True, frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def load_migrations(dialect: str) -> list[Migration]:
-    migrations = []
-    for path in sorted((MIGRATIONS_DIR / dialect).glob("*.sql")):
-        version_text, _, name = path.stem.partition("_")
-        migrations.append(Migration(int(version_text), name, path.read_text(encoding="utf-8")))
-    return migrations
+__all__ = [
+    "MIGRATIONS_DIR", "Connection", "CostStore", "CostUpdate", "Database", "DatabaseUnavailable", "InsertResult",
+    "KeyStore", "LoggingDatabase", "Migration", "RequestLog", "UnpricedModel", "UsageRow", "cost_value",
+    "load_migrations", "open_database", "sqlite_path",
+]
 
 
-@dataclass(slots=True)
-class InsertResult:
-    """How many rows were new (a replayed row already present counts as a duplicate, not an error)."""
-
-    inserted: int
-    duplicates: int
-
-
-@dataclass(slots=True, frozen=True)
-class UsageRow:
-    """What re-pricing a stored row needs: its raw usage numbers and the costs it holds now."""
-
-    id: str
-    provider: str
-    model: str | None
-    requested_at: datetime
-    usage: Usage
-    input_cost: Decimal | None
-    output_cost: Decimal | None
-    total_cost: Decimal | None
-    model_alias_found: bool
-
-
-@dataclass(slots=True, frozen=True)
-class CostUpdate:
-    id: str
-    input_cost: Decimal | None
-    output_cost: Decimal | None
-    total_cost: Decimal | None
-    model_alias_found: bool
-
-
-@dataclass(slots=True, frozen=True)
-class UnpricedModel:
-    """A (provider, model) seen with reported usage but no price, and how often."""
-
-    provider: str
-    model: str | None
-    requests: int
-    first_seen: datetime
-    last_seen: datetime
-
-
-def cost_value(value: object) -> Decimal | None:
-    """A stored cost as a Decimal (SQLite hands back REAL, PostgreSQL NUMERIC)."""
-    if value is None:
-        return None
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    return Decimal(str(value))
-
-
-class Database(Protocol):
+class Connection(Protocol):
     dialect: str
 
     async def connect(self) -> None: ...
@@ -104,10 +50,18 @@ class Database(Protocol):
         """Apply pending migrations; return the names applied."""
         ...
 
+
+class RequestLog(Protocol):
     async def insert_requests(self, records: Sequence[RequestRecord]) -> InsertResult:
         """Insert rows idempotently (by id) and, for new rows only, bump their keys' usage counters."""
         ...
 
+
+class LoggingDatabase(Connection, RequestLog, Protocol):
+    """What the row writer needs: the request log, and a connection to probe and re-open."""
+
+
+class KeyStore(Protocol):
     async def find_key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
 
     async def create_key(self, key_id: str, name: str, description: str | None, key_hash: str,
@@ -122,6 +76,10 @@ class Database(Protocol):
 
     async def revoke_key(self, key_id: str, now: datetime) -> KeyRecord | None: ...
 
+
+class CostStore(Protocol):
+    """Re-pricing stored rows."""
+
     async def usage_rows(self, *, after_id: str | None, since: datetime | None, model: str | None,
                          limit: int) -> list[UsageRow]:
         """Rows with reported usage, in id order, after ``after_id``; optionally only those
@@ -135,6 +93,10 @@ class Database(Protocol):
     async def unpriced_models(self) -> list[UnpricedModel]:
         """Models with reported usage that had no price, per provider, most requested first."""
         ...
+
+
+class Database(LoggingDatabase, KeyStore, CostStore, Protocol):
+    """Every role: what a backend implements."""
 
 
 def open_database(url: str) -> Database:

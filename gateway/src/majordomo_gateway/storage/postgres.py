@@ -9,17 +9,30 @@ from typing import Any
 import asyncpg
 import orjson
 
-from majordomo_gateway.auth.keys import KeyRecord
-from majordomo_gateway.storage.database import (
+from majordomo_gateway.storage.columns import (
+    Dialect,
+    Query,
+    key_queries,
+    key_record,
+    unpriced_model,
+    unpriced_models_query,
+    usage_row,
+    usage_rows_query,
+)
+from majordomo_gateway.storage.errors import DatabaseUnavailable
+from majordomo_gateway.storage.migration import load_migrations
+from majordomo_gateway.storage.records import (
+    COLUMNS,
     CostUpdate,
-    DatabaseUnavailable,
     InsertResult,
+    KeyRecord,
+    RequestRecord,
     UnpricedModel,
     UsageRow,
-    load_migrations,
+    encode_extra,
+    has_nul,
+    without_nul,
 )
-from majordomo_gateway.storage.records import COLUMNS, RequestRecord, encode_extra, has_nul, without_nul
-from majordomo_gateway.usage import Usage
 
 # Column types for the batch insert.  The whole batch travels as ONE jsonb parameter (an array of row
 # arrays, serialized by orjson in C): asyncpg's per-element encoding of one array per column cost 10-15 µs
@@ -62,18 +75,10 @@ _INSERT_AND_COUNT = (
     "FROM per_key WHERE api_keys.id = per_key.key_id RETURNING 1) "
     "SELECT count(*) FROM inserted"
 )
-_KEY_COLUMNS = (
-    "id::text, name, description, key_prefix, created_at, updated_at, revoked_at, last_used_at, request_count"
-)
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                       asyncpg.CannotConnectNowError, TimeoutError)
 
 
-_USAGE_ROW_COLUMNS = (
-    "id::text, provider, model, requested_at, input_tokens, output_tokens, cached_tokens, cache_creation_tokens, "
-    "cache_creation_1h_tokens, reasoning_tokens, web_search_requests, input_cost, output_cost, total_cost, "
-    "model_alias_found"
-)
 _UPDATE_COSTS = (
     "UPDATE llm_requests AS r SET input_cost = u.input_cost, output_cost = u.output_cost, "
     "total_cost = u.total_cost, model_alias_found = u.found "
@@ -82,13 +87,14 @@ _UPDATE_COSTS = (
 )
 
 
-def _key(row: asyncpg.Record) -> KeyRecord:
-    return KeyRecord(*row)
+def _timestamp(value: Any) -> datetime | None:
+    return value  # type: ignore[no-any-return]  # asyncpg decodes timestamptz itself
 
 
-def _usage_row(row: asyncpg.Record) -> UsageRow:
-    return UsageRow(id=row[0], provider=row[1], model=row[2], requested_at=row[3], usage=Usage(*row[4:11]),
-                    input_cost=row[11], output_cost=row[12], total_cost=row[13], model_alias_found=row[14])
+DIALECT = Dialect("postgres", numbered_parameters=True, id_text="id::text", returning_keys=True,
+                  decode_time=_timestamp)
+_KEYS = key_queries(DIALECT)
+_UNPRICED = unpriced_models_query(DIALECT)
 
 
 class PostgresDatabase:
@@ -123,7 +129,8 @@ class PostgresDatabase:
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         try:
-            return await self._require_pool().fetch(query, *args)
+            rows: list[asyncpg.Record] = await self._require_pool().fetch(query, *args)
+            return rows
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
 
@@ -161,62 +168,39 @@ class PostgresDatabase:
             raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
         return InsertResult(inserted=inserted, duplicates=len(records) - inserted)
 
+    async def _key(self, query: Query, **values: Any) -> KeyRecord | None:
+        rows = await self._fetch(query.sql, *query.args(**values))
+        return key_record(rows[0], DIALECT) if rows else None
+
     async def find_key_by_hash(self, key_hash: str) -> KeyRecord | None:
-        rows = await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1", key_hash)
-        return _key(rows[0]) if rows else None
+        return await self._key(_KEYS.find_by_hash, key_hash=key_hash)
 
     async def create_key(self, key_id: str, name: str, description: str | None, key_hash: str,
                          key_prefix: str, now: datetime) -> KeyRecord:
-        rows = await self._fetch(
-            "INSERT INTO api_keys (id, name, description, key_hash, key_prefix, created_at, updated_at) "
-            f"VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {_KEY_COLUMNS}",
-            key_id, name, description, key_hash, key_prefix, now,
-        )
-        return _key(rows[0])
+        created = await self._key(_KEYS.create, key_id=key_id, name=name, description=description,
+                                  key_hash=key_hash, key_prefix=key_prefix, now=now)
+        assert created is not None  # INSERT ... RETURNING returns the row or raises
+        return created
 
     async def list_keys(self) -> list[KeyRecord]:
-        return [_key(r) for r in await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at")]
+        return [key_record(r, DIALECT) for r in await self._fetch(_KEYS.list.sql)]
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        rows = await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id::text = $1", key_id)
-        return _key(rows[0]) if rows else None
+        return await self._key(_KEYS.get, key_id=key_id)
 
     async def update_key(self, key_id: str, *, name: str | None, description: str | None,
                          now: datetime) -> KeyRecord | None:
-        rows = await self._fetch(
-            "UPDATE api_keys SET name = coalesce($2, name), description = coalesce($3, description), "
-            f"updated_at = $4 WHERE id::text = $1 RETURNING {_KEY_COLUMNS}",
-            key_id, name, description, now,
-        )
-        return _key(rows[0]) if rows else None
+        return await self._key(_KEYS.update, key_id=key_id, name=name, description=description, now=now)
 
     async def revoke_key(self, key_id: str, now: datetime) -> KeyRecord | None:
-        rows = await self._fetch(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2), updated_at = $2 "
-            f"WHERE id::text = $1 RETURNING {_KEY_COLUMNS}",
-            key_id, now,
-        )
-        return _key(rows[0]) if rows else None
-
+        return await self._key(_KEYS.revoke, key_id=key_id, now=now)
 
     async def usage_rows(self, *, after_id: str | None, since: datetime | None, model: str | None,
                          limit: int) -> list[UsageRow]:
-        conditions = ["usage_source = 'reported'"]
-        args: list[Any] = []
-        if after_id is not None:
-            args.append(after_id)
-            conditions.append(f"id > ${len(args)}::uuid")
-        if since is not None:
-            args.append(since)
-            conditions.append(f"requested_at >= ${len(args)}")
-        if model is not None:
-            args.append(model)
-            conditions.append(f"model = ${len(args)}")
-        args.append(limit)
-        rows = await self._fetch(
-            f"SELECT {_USAGE_ROW_COLUMNS} FROM llm_requests WHERE {' AND '.join(conditions)} "
-            f"ORDER BY id LIMIT ${len(args)}", *args)
-        return [_usage_row(r) for r in rows]
+        query = usage_rows_query(DIALECT, after_id=after_id is not None, since=since is not None,
+                                 model=model is not None)
+        rows = await self._fetch(query.sql, *query.args(after_id=after_id, since=since, model=model, limit=limit))
+        return [usage_row(r, DIALECT) for r in rows]
 
     async def update_costs(self, updates: Sequence[CostUpdate]) -> int:
         if not updates:
@@ -231,12 +215,7 @@ class PostgresDatabase:
         return int(status.rsplit(" ", 1)[-1])
 
     async def unpriced_models(self) -> list[UnpricedModel]:
-        rows = await self._fetch(
-            "SELECT provider, model, COUNT(*), MIN(requested_at), MAX(requested_at) FROM llm_requests "
-            "WHERE NOT model_alias_found AND usage_source = 'reported' "
-            "GROUP BY provider, model ORDER BY provider, COUNT(*) DESC, model"
-        )
-        return [UnpricedModel(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [unpriced_model(r, DIALECT) for r in await self._fetch(_UNPRICED.sql)]
 
 
 def _batch_json(records: Sequence[RequestRecord]) -> str:

@@ -1,4 +1,9 @@
-"""The ``llm_requests`` row as the gateway builds it, and its durable (spool) encoding."""
+"""The plain record types storage reads and writes, and the request row's durable (spool) encoding.
+
+Every layer that talks about stored things (auth, the CLI, the writer, both backends) imports them
+from here, and this module imports nothing of the package but ``usage``: that is what keeps storage
+and auth from importing each other.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+
+from majordomo_gateway.usage import Usage
 
 
 @dataclass(slots=True)
@@ -120,3 +127,83 @@ def truncate_message(message: str, limit: int = 2000) -> str:
     if len(message) <= limit:
         return message
     return message[: limit - 1] + "…"
+
+
+@dataclass(slots=True, frozen=True)
+class KeyRecord:
+    """An API key as stored: never the key itself.  Field names are the ``api_keys`` columns read."""
+
+    id: str
+    name: str
+    description: str | None
+    key_prefix: str
+    created_at: datetime
+    updated_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    request_count: int
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "key_prefix": self.key_prefix,
+            "active": self.active,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "revoked_at": _iso(self.revoked_at),
+            "last_used_at": _iso(self.last_used_at),
+            "request_count": self.request_count,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@dataclass(slots=True)
+class InsertResult:
+    """How many rows were new (a replayed row already present counts as a duplicate, not an error)."""
+
+    inserted: int
+    duplicates: int
+
+
+@dataclass(slots=True, frozen=True)
+class UsageRow:
+    """What re-pricing a stored row needs: its raw usage numbers and the costs it holds now."""
+
+    id: str
+    provider: str
+    model: str | None
+    requested_at: datetime
+    usage: Usage
+    input_cost: Decimal | None
+    output_cost: Decimal | None
+    total_cost: Decimal | None
+    model_alias_found: bool
+
+
+@dataclass(slots=True, frozen=True)
+class CostUpdate:
+    id: str
+    input_cost: Decimal | None
+    output_cost: Decimal | None
+    total_cost: Decimal | None
+    model_alias_found: bool
+
+
+@dataclass(slots=True, frozen=True)
+class UnpricedModel:
+    """A (provider, model) seen with reported usage but no price, and how often."""
+
+    provider: str
+    model: str | None
+    requests: int
+    first_seen: datetime
+    last_seen: datetime

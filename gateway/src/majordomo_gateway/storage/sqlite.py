@@ -18,18 +18,29 @@ from typing import Any, TypeVar
 
 import orjson
 
-from majordomo_gateway.auth.keys import KeyRecord
-from majordomo_gateway.storage.database import (
+from majordomo_gateway.storage.columns import (
+    Dialect,
+    Query,
+    key_queries,
+    key_record,
+    unpriced_model,
+    unpriced_models_query,
+    usage_row,
+    usage_rows_query,
+)
+from majordomo_gateway.storage.errors import DatabaseUnavailable
+from majordomo_gateway.storage.migration import load_migrations, split_statements
+from majordomo_gateway.storage.records import (
+    COLUMNS,
     CostUpdate,
-    DatabaseUnavailable,
     InsertResult,
+    KeyRecord,
+    RequestRecord,
     UnpricedModel,
     UsageRow,
-    cost_value,
-    load_migrations,
+    has_nul,
+    without_nul,
 )
-from majordomo_gateway.storage.records import COLUMNS, RequestRecord, has_nul, without_nul
-from majordomo_gateway.usage import Usage
 
 T = TypeVar("T")
 
@@ -37,29 +48,10 @@ _INSERT = (
     f"INSERT OR IGNORE INTO llm_requests ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
-_KEY_COLUMNS = (
-    "id, name, description, key_prefix, created_at, updated_at, revoked_at, last_used_at, request_count"
-)
 _BOOL_INDEXES = tuple(COLUMNS.index(c) for c in ("streamed", "aborted", "model_alias_found"))
 _TIME_INDEXES = tuple(COLUMNS.index(c) for c in ("requested_at", "responded_at"))
 _COST_INDEXES = tuple(COLUMNS.index(c) for c in ("input_cost", "output_cost", "total_cost"))
 _METADATA_INDEX = COLUMNS.index("raw_metadata")
-USAGE_ROW_COLUMNS = (
-    "id, provider, model, requested_at, input_tokens, output_tokens, cached_tokens, cache_creation_tokens, "
-    "cache_creation_1h_tokens, reasoning_tokens, web_search_requests, input_cost, output_cost, total_cost, "
-    "model_alias_found"
-)
-
-
-def _usage_row(row: sqlite3.Row | tuple[Any, ...]) -> UsageRow:
-    return UsageRow(
-        id=row[0], provider=row[1], model=row[2],
-        requested_at=_parse_ts(row[3]),  # type: ignore[arg-type]
-        usage=Usage(*row[4:11]),
-        input_cost=cost_value(row[11]), output_cost=cost_value(row[12]), total_cost=cost_value(row[13]),
-        model_alias_found=bool(row[14]),
-    )
-
 
 def _cost_param(value: Any) -> str | None:
     return None if value is None else str(value)
@@ -69,17 +61,26 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
 
 
-def _parse_ts(value: str | None) -> datetime | None:
+def _parse_ts(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def _key(row: sqlite3.Row | tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(
-        id=row[0], name=row[1], description=row[2], key_prefix=row[3],
-        created_at=_parse_ts(row[4]),  # type: ignore[arg-type]
-        updated_at=_parse_ts(row[5]),  # type: ignore[arg-type]
-        revoked_at=_parse_ts(row[6]), last_used_at=_parse_ts(row[7]), request_count=row[8],
-    )
+DIALECT = Dialect("sqlite", numbered_parameters=False, id_text="id", returning_keys=False,
+                  decode_time=_parse_ts)
+_KEYS = key_queries(DIALECT)
+_UNPRICED = unpriced_models_query(DIALECT)
+_REQUESTED_AT = COLUMNS.index("requested_at")
+
+
+def _rows(conn: sqlite3.Connection, query: Query, args: Sequence[Any]) -> list[sqlite3.Row]:
+    cursor = conn.execute(query.sql, args)
+    cursor.row_factory = sqlite3.Row  # by name, for this read only: other callers keep plain tuples
+    return cursor.fetchall()
+
+
+def _key(conn: sqlite3.Connection, query: Query, args: Sequence[Any]) -> KeyRecord | None:
+    rows = _rows(conn, query, args)
+    return key_record(rows[0], DIALECT) if rows else None
 
 
 def _params(record: RequestRecord) -> list[Any]:
@@ -173,7 +174,7 @@ class SQLiteDatabase:
                     ).fetchone():
                         conn.execute("COMMIT")
                         continue
-                    for statement in _statements(migration.sql):
+                    for statement in split_statements(migration.sql):
                         conn.execute(statement)
                     conn.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?, ?)",
@@ -204,7 +205,7 @@ class SQLiteDatabase:
                     key_id = record.majordomo_api_key_id
                     if key_id is not None:
                         uses[key_id] += 1
-                        stamp = row[COLUMNS.index("requested_at")]
+                        stamp = row[_REQUESTED_AT]
                         last_used[key_id] = max(last_used.get(key_id, stamp), stamp)
                 for key_id, count in uses.items():
                     conn.execute(
@@ -221,74 +222,45 @@ class SQLiteDatabase:
         return await self._run(insert)
 
     async def find_key_by_hash(self, key_hash: str) -> KeyRecord | None:
-        def find(conn: sqlite3.Connection) -> KeyRecord | None:
-            row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
-            return None if row is None else _key(row)
-
-        return await self._run(find)
+        return await self._run(lambda conn: _key(conn, _KEYS.find_by_hash, _KEYS.find_by_hash.args(key_hash=key_hash)))
 
     async def create_key(self, key_id: str, name: str, description: str | None, key_hash: str,
                          key_prefix: str, now: datetime) -> KeyRecord:
+        args = _KEYS.create.args(key_id=key_id, name=name, description=description, key_hash=key_hash,
+                                 key_prefix=key_prefix, now=_ts(now))
+
         def create(conn: sqlite3.Connection) -> KeyRecord:
-            conn.execute(
-                "INSERT INTO api_keys (id, name, description, key_hash, key_prefix, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key_id, name, description, key_hash, key_prefix, _ts(now), _ts(now)),
-            )
-            return _key(conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone())
+            conn.execute(_KEYS.create.sql, args)
+            return _key(conn, _KEYS.get, _KEYS.get.args(key_id=key_id))  # type: ignore[return-value]
 
         return await self._run(create)
 
     async def list_keys(self) -> list[KeyRecord]:
-        return await self._run(
-            lambda conn: [_key(r) for r in conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at")]
-        )
+        return await self._run(lambda conn: [key_record(r, DIALECT) for r in _rows(conn, _KEYS.list, ())])
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        def get(conn: sqlite3.Connection) -> KeyRecord | None:
-            row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-            return None if row is None else _key(row)
-
-        return await self._run(get)
+        return await self._run(lambda conn: _key(conn, _KEYS.get, _KEYS.get.args(key_id=key_id)))
 
     async def update_key(self, key_id: str, *, name: str | None, description: str | None,
                          now: datetime) -> KeyRecord | None:
-        def update(conn: sqlite3.Connection) -> KeyRecord | None:
-            conn.execute(
-                "UPDATE api_keys SET name = coalesce(?, name), description = coalesce(?, description), "
-                "updated_at = ? WHERE id = ?",
-                (name, description, _ts(now), key_id),
-            )
-            row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-            return None if row is None else _key(row)
-
-        return await self._run(update)
+        return await self._write_key(_KEYS.update.sql, _KEYS.update.args(
+            key_id=key_id, name=name, description=description, now=_ts(now)), key_id)
 
     async def revoke_key(self, key_id: str, now: datetime) -> KeyRecord | None:
-        def revoke(conn: sqlite3.Connection) -> KeyRecord | None:
-            conn.execute(
-                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?), updated_at = ? WHERE id = ?",
-                (_ts(now), _ts(now), key_id),
-            )
-            row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-            return None if row is None else _key(row)
+        return await self._write_key(_KEYS.revoke.sql, _KEYS.revoke.args(key_id=key_id, now=_ts(now)), key_id)
 
-        return await self._run(revoke)
+    async def _write_key(self, sql: str, args: Sequence[Any], key_id: str) -> KeyRecord | None:
+        def write(conn: sqlite3.Connection) -> KeyRecord | None:
+            conn.execute(sql, args)
+            return _key(conn, _KEYS.get, _KEYS.get.args(key_id=key_id))
 
+        return await self._run(write)
 
     async def usage_rows(self, *, after_id: str | None, since: datetime | None, model: str | None,
                          limit: int) -> list[UsageRow]:
-        sql = f"SELECT {USAGE_ROW_COLUMNS} FROM llm_requests WHERE usage_source = 'reported' AND id > ?"
-        params: list[Any] = [after_id or ""]
-        if since is not None:
-            sql += " AND requested_at >= ?"
-            params.append(_ts(since))
-        if model is not None:
-            sql += " AND model = ?"
-            params.append(model)
-        sql += " ORDER BY id LIMIT ?"
-        params.append(limit)
-        return await self._run(lambda conn: [_usage_row(r) for r in conn.execute(sql, params)])
+        query = usage_rows_query(DIALECT, after_id=bool(after_id), since=since is not None, model=model is not None)
+        args = query.args(after_id=after_id, since=_ts(since), model=model, limit=limit)
+        return await self._run(lambda conn: [usage_row(r, DIALECT) for r in _rows(conn, query, args)])
 
     async def update_costs(self, updates: Sequence[CostUpdate]) -> int:
         params = [(_cost_param(u.input_cost), _cost_param(u.output_cost), _cost_param(u.total_cost),
@@ -309,19 +281,4 @@ class SQLiteDatabase:
         return await self._run(update) if params else 0
 
     async def unpriced_models(self) -> list[UnpricedModel]:
-        def query(conn: sqlite3.Connection) -> list[UnpricedModel]:
-            rows = conn.execute(
-                "SELECT provider, model, COUNT(*), MIN(requested_at), MAX(requested_at) FROM llm_requests "
-                "WHERE model_alias_found = 0 AND usage_source = 'reported' "
-                "GROUP BY provider, model ORDER BY provider, COUNT(*) DESC, model"
-            ).fetchall()
-            return [UnpricedModel(r[0], r[1], r[2], _parse_ts(r[3]), _parse_ts(r[4]))  # type: ignore[arg-type]
-                    for r in rows]
-
-        return await self._run(query)
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (our migrations have no semicolons inside literals)."""
-    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+        return await self._run(lambda conn: [unpriced_model(r, DIALECT) for r in _rows(conn, _UNPRICED, ())])

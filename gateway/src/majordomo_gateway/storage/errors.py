@@ -1,0 +1,7 @@
+"""The one failure every storage caller must tell apart from the rest: the database is not there."""
+
+from __future__ import annotations
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or did not answer; the caller decides what that means."""
