@@ -159,9 +159,9 @@ class Gateway:
             env["MAJORDOMO_BENCH_STALLS"] = "1"
         if not ps.port_free(port):
             raise RuntimeError(f"port {port} is busy: another benchmark still running?")
-        self.log = open(os.path.join(workdir, f"gateway-{label}.log"), "a")
         self.proc = ps.start([MAJORDOMO, "serve", "--port", str(port), "--workers", str(workers)], cores,
-                             env=env, log=self.log, cwd=workdir)
+                             env=env, log=os.path.join(workdir, f"gateway-{label}.log"), log_mode="a",
+                             cwd=workdir)
         ps.wait_port(port, timeout=30)
         time.sleep(0.5 if workers == 1 else 2.0)
         self.pids = ps.tree(self.proc.pid)
@@ -172,7 +172,6 @@ class Gateway:
 
     def stop(self) -> None:
         ps.stop(self.proc)
-        self.log.close()
 
     def hwm_mb(self) -> float:
         return ps.status_kb(self.pids, "VmHWM") / 1024
@@ -213,7 +212,7 @@ class Bench:
         self.a = a
         self.workdir = workdir
         self.records: list[dict] = []
-        self.raw = open(a.raw, "a")
+        self.raw_path = a.raw
         self.upstream_pids: dict[int, list[int]] = {}
         self.gateways: dict[tuple[str, str], Gateway] = {}
         self.db_pids: list[int] = []
@@ -222,8 +221,9 @@ class Bench:
 
     def emit(self, rec: dict) -> None:
         rec["t"] = round(time.time(), 1)
-        self.raw.write(json.dumps(rec) + "\n")
-        self.raw.flush()
+        # One record per phase: reopening is cheap, and a crash loses nothing.
+        with open(self.raw_path, "a") as raw:
+            raw.write(json.dumps(rec) + "\n")
         self.records.append(rec)
         if rec.get("kind") in ("closed", "paced"):
             log(f"  rep{rec['rep']} {rec['workload']:>16} c{rec['conc']:<3} {rec['target']:>6}: "
@@ -385,7 +385,7 @@ class Bench:
             client = ps.start([PY, os.path.join(HERE, "open_streams.py"), "--port", str(gw.port), "--key", gw.key,
                                "--tag", tag, "--n", str(self.a.open_streams), "--gap-ms", str(self.a.open_gap_ms),
                                "--workload", w, "--out", os.path.join(self.workdir, "open_streams.json")],
-                              "1", log=open(os.path.join(self.workdir, "open_streams.log"), "w"))
+                              "1", log=os.path.join(self.workdir, "open_streams.log"))
             samples = []
             t_end = time.time() + 120
             while client.poll() is None and time.time() < t_end:
@@ -464,7 +464,7 @@ class Bench:
             # stacks of a running process and returns torn ones under this load.
             spy_proc = ps.start([spy, "record", "--pid", str(gw.proc.pid), "--rate", "250",
                                  "--format", "raw", "--output", raw, "--duration", str(dur - 1)], "1",
-                                log=open(raw + ".log", "w"))
+                                log=raw + ".log")
             time.sleep(0.5)
             tag = f"profile-{wname}"
             c0 = ps.cpu_seconds(gw.pids)
@@ -581,6 +581,28 @@ TARGETS_DOC = [
 ]
 
 
+def _cpu_verdict(cells: list[dict], key: str, workloads: tuple[str, ...], limit: float) -> dict | None:
+    """CPU per request with the gateway saturated (its core >= 95% busy): the median over those
+    concurrency levels, for the worse of the workloads.  Paced streams may never saturate the core
+    (the upstream's pacing bounds the rate): then the busiest level stands in, named."""
+    per_wl = []
+    for wname in workloads:
+        closed = [c for c in cells if c["kind"] == "closed" and c["target"] == "pg" and c["workload"] == wname
+                  and c.get("cpu_us_per_req") is not None]
+        sat = [c for c in closed if (c.get("cpu_util") or 0) >= 0.95]
+        label = "median of saturated levels"
+        if not sat and closed:
+            sat = [max(closed, key=lambda c: c.get("cpu_util") or 0)]
+            label = f"no level saturated the core; the busiest, {sat[0]['cpu_util']:.0%} busy"
+        if sat:
+            per_wl.append((statistics.median(c["cpu_us_per_req"] for c in sat) / 1000, wname, sat, label))
+    if not per_wl:
+        return None
+    ms, wname, sat, label = max(per_wl)
+    levels = ", ".join(f"c{c['conc']} {c['cpu_us_per_req'] / 1000:.3f}" for c in sorted(sat, key=lambda c: c["conc"]))
+    return {"id": key, "measured": f"{ms:.3f} ms ({wname}, {label}: {levels})", "value": ms, "met": ms <= limit}
+
+
 def verdicts(res: dict) -> list[dict]:
     cells = res["summary"]["cells"]
     out = []
@@ -592,27 +614,10 @@ def verdicts(res: dict) -> list[dict]:
 
     js = ("openai_json", "anthropic_json")
     ss = ("openai_stream", "anthropic_stream")
-    # CPU per request with the gateway saturated (its core >= 95% busy): the median over those
-    # concurrency levels, for the worse of the two workloads.  Paced streams may never saturate
-    # the core (the upstream's pacing bounds the rate): then the busiest level stands in, named.
     for key, ws, limit in (("cpu_json", js, 0.25), ("cpu_stream", ss, 0.5)):
-        per_wl = []
-        for wname in ws:
-            closed = [c for c in cells if c["kind"] == "closed" and c["target"] == "pg" and c["workload"] == wname
-                      and c.get("cpu_us_per_req") is not None]
-            sat = [c for c in closed if (c.get("cpu_util") or 0) >= 0.95]
-            label = "median of saturated levels"
-            if not sat and closed:
-                sat = [max(closed, key=lambda c: c.get("cpu_util") or 0)]
-                label = f"no level saturated the core; the busiest, {sat[0]['cpu_util']:.0%} busy"
-            if sat:
-                per_wl.append((statistics.median(c["cpu_us_per_req"] for c in sat) / 1000, wname, sat, label))
-        if per_wl:
-            ms, wname, sat, label = max(per_wl)
-            levels = ", ".join(f"c{c['conc']} {c['cpu_us_per_req'] / 1000:.3f}"
-                               for c in sorted(sat, key=lambda c: c["conc"]))
-            out.append({"id": key, "measured": f"{ms:.3f} ms ({wname}, {label}: {levels})",
-                        "value": ms, "met": ms <= limit})
+        verdict = _cpu_verdict(cells, key, ws, limit)
+        if verdict:
+            out.append(verdict)
     for key, metric, limit in (("added_p50", "added_p50_ms", 1.0), ("added_p99", "added_p99_ms", 5.0)):
         worst = pick("paced", "pg", js + ss, metric)
         if worst:
@@ -721,6 +726,43 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
+def run_extras(a, b: Bench, res: dict, extra_requests: dict[str, dict[str, int]]) -> None:
+    """The runs after the repetitions (first-byte latency, open streams, workers, profile), unless skipped."""
+    pg_sse = b.gateways.get(("pg", "sse"))
+    pg_json = b.gateways.get(("pg", "json"))
+    if "ttfb" not in a.skip and b.gateways:
+        log("first-byte latency of streams")
+        res["ttfb"] = b.ttfb()
+    if "open" not in a.skip and pg_sse is not None:
+        log(f"{a.open_streams} concurrent open streams")
+        os_res = b.open_streams(pg_sse.store)
+        extra_requests.setdefault(pg_sse.store.name, {}).update(os_res.pop("rows_expected"))
+        res["open_streams"] = os_res
+    if "workers" not in a.skip and pg_json is not None:
+        log("--workers 1 vs 2")
+        wk = b.workers(pg_json.store)
+        extra_requests.setdefault(pg_json.store.name, {}).update(wk.pop("requests"))
+        res["workers"] = wk
+    if "profile" not in a.skip and pg_json is not None:
+        log("profile (py-spy)")
+        res["profile"] = b.profile()
+
+
+def tear_down(a, workdir: str, gateways: list[Gateway], upstreams: list[subprocess.Popen],
+              stores: list[Store]) -> None:
+    for g in gateways:
+        g.stop()
+    for u in upstreams:
+        ps.stop(u, timeout=5)
+    for store in stores:
+        if a.keep_workdir and store.kind == "pg":
+            log(f"kept database {store.name} (--keep-workdir)")
+        else:
+            store.drop()
+    if not a.keep_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     t_start = time.time()
@@ -740,9 +782,9 @@ def main(argv=None) -> int:
     ps.pin([os.getpid()], "1")
     b = Bench(a, workdir)
     ups = [ps.start(["nginx", "-p", os.path.join(workdir, "nginx"), "-c", os.path.join(workdir, "nginx.conf")], "1",
-                    log=open(os.path.join(workdir, "nginx.log"), "w")),
+                    log=os.path.join(workdir, "nginx.log")),
            ps.start([PY, os.path.join(HERE, "upstream.py"), str(SSE_PORT), "--gap-ms", "1"], "1",
-                    log=open(os.path.join(workdir, "upstream.log"), "w"))]
+                    log=os.path.join(workdir, "upstream.log"))]
     stores: list[Store] = []
     all_gws: list[Gateway] = []
     extra_requests: dict[str, dict[str, int]] = {}
@@ -778,41 +820,14 @@ def main(argv=None) -> int:
         res["rss_hwm_mb"] = {g.label: round(g.hwm_mb(), 1) for g in all_gws}
         if GC_PROBE["enabled"]:
             res["gc"] = {"freeze": GC_PROBE["freeze"], "gateways": gc_pauses(all_gws)}
-        pg_sse = b.gateways.get(("pg", "sse"))
-        if "ttfb" not in a.skip and b.gateways:
-            log("first-byte latency of streams")
-            res["ttfb"] = b.ttfb()
-        if "open" not in a.skip and pg_sse is not None:
-            log(f"{a.open_streams} concurrent open streams")
-            os_res = b.open_streams(pg_sse.store)
-            extra_requests.setdefault(pg_sse.store.name, {}).update(os_res.pop("rows_expected"))
-            res["open_streams"] = os_res
-        if "workers" not in a.skip and ("pg", "json") in b.gateways:
-            log("--workers 1 vs 2")
-            wk = b.workers(b.gateways[("pg", "json")].store)
-            extra_requests.setdefault(b.gateways[("pg", "json")].store.name, {}).update(wk.pop("requests"))
-            res["workers"] = wk
-        if "profile" not in a.skip and ("pg", "json") in b.gateways:
-            log("profile (py-spy)")
-            res["profile"] = b.profile()
+        run_extras(a, b, res, extra_requests)
         log("rows written vs requests served")
         res["rows"] = b.check_rows(all_gws, extra_requests)
         res["disturbed_phases"] = b.disturbed
         res["duration_s"] = round(time.time() - t_start)
         res["targets"] = verdicts(res)
     finally:
-        for g in all_gws:
-            g.stop()
-        for u in ups:
-            ps.stop(u, timeout=5)
-        for s in stores:
-            if a.keep_workdir and s.kind == "pg":
-                log(f"kept database {s.name} (--keep-workdir)")
-            else:
-                s.drop()
-        b.raw.close()
-        if not a.keep_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(a, workdir, all_gws, ups, stores)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
     log(f"results: {a.out}")

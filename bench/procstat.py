@@ -127,10 +127,20 @@ def port_free(port: int) -> bool:
         return True
 
 
-def start(cmd: list[str], cores: str, env=None, log=None, cwd=None) -> subprocess.Popen:
-    """``cmd`` pinned to ``cores`` (taskset list, e.g. "0" or "0,1"), in its own process group."""
-    return subprocess.Popen([*NICE, "taskset", "-c", cores, *cmd], env=env, cwd=cwd,
-                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+def start(cmd: list[str], cores: str, env=None, log: str | None = None, log_mode: str = "w",
+          cwd=None) -> subprocess.Popen:
+    """``cmd`` pinned to ``cores`` (taskset list, e.g. "0" or "0,1"), in its own process group.
+
+    ``log``: a path that gets the process's stdout and stderr (opened with ``log_mode``); the child
+    keeps its own copy of the descriptor, so ours is closed once the process has started.
+    """
+    argv = [*NICE, "taskset", "-c", cores, *cmd]
+    if log is None:
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    with open(log, log_mode) as out:
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def stop(p: subprocess.Popen, timeout: float = 35) -> None:

@@ -13,6 +13,7 @@ import sys
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 NAMES = {"direct": "direct", "pg": "gateway, PostgreSQL", "sqlite": "gateway, SQLite"}
+_ORDER = {"direct": 0, "pg": 1, "sqlite": 2}  # row order of the targets in a table
 
 
 def _f(v, digits=3, unit=""):
@@ -34,8 +35,23 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def tables(res: dict) -> str:
+    cells = res.get("summary", {}).get("cells", [])
+    workloads: list[str] = []
+    for c in cells:
+        if c["workload"] not in workloads:
+            workloads.append(c["workload"])
+    parts = _intro(res, cells)
+    parts += _targets(res)
+    parts += _closed(cells, workloads)
+    parts += _paced(res, cells, workloads)
+    for section in (_ttfb, _open_streams, _workers, _gc, _rows, _profile):
+        parts += section(res)
+    return "\n\n".join(parts) + "\n"
+
+
+def _intro(res: dict, cells: list[dict]) -> list[str]:
     m, v, cfg = res["machine"], res["versions"], res["config"]
-    parts = [
+    parts: list[str] = [
         f"Run {res['generated']} ({'quick' if res['quick'] else 'full'}, {res.get('duration_s', '?')} s, "
         f"commit {v.get('git', '?')}): {m['nproc']} cores, {m['cpu_model']}, {m['mem_gib']} GiB, "
         f"Linux {m['kernel']}; Python {v.get('python')}, uvicorn {v.get('uvicorn')}, uvloop {v.get('uvloop')}, "
@@ -48,7 +64,6 @@ def tables(res: dict) -> str:
     ]
     for note in res.get("notes", []):
         parts.append(f"Note: {note}.")
-    cells = res.get("summary", {}).get("cells", [])
     extra, softs = [], []
     for kind, label in (("json", "non-streaming request"), ("stream", "stream")):
         soft = [c["softirq_core0_us_per_req"] for c in cells if c["kind"] == "closed" and c["target"] == "pg"
@@ -65,21 +80,24 @@ def tables(res: dict) -> str:
                      "(the writer's timers).")
     if extra:
         parts.append(" ".join(extra))
+    return parts
 
+
+def _targets(res: dict) -> list[str]:
+    parts: list[str] = []
     if res.get("targets"):
         rows = [[t["target"], t["goal"], t["measured"],
                  {True: "**met**", False: "**not met**", None: "see below"}[t["met"]]] for t in res["targets"]]
         parts.append("### Targets\n\n" + _table(["target", "goal", "measured", ""], rows))
+    return parts
 
-    workloads = []
-    for c in cells:
-        if c["workload"] not in workloads:
-            workloads.append(c["workload"])
-    order = {"direct": 0, "pg": 1, "sqlite": 2}
+
+def _closed(cells: list[dict], workloads: list[str]) -> list[str]:
+    parts: list[str] = []
     for wname in workloads:
         rows = []
         for c in sorted((c for c in cells if c["kind"] == "closed" and c["workload"] == wname),
-                        key=lambda c: (order.get(c["target"], 9), c["conc"])):
+                        key=lambda c: (_ORDER.get(c["target"], 9), c["conc"])):
             gw = c["target"] != "direct"
             rows.append([NAMES.get(c["target"], c["target"]), str(c["conc"]), _f(c["rps"], 0), _f(c["p50_ms"]),
                          _f(c["p99_ms"]), _signed(c.get("added_p50_ms")) if gw else "", _signed(c.get("added_p99_ms"))
@@ -91,11 +109,16 @@ def tables(res: dict) -> str:
                      + _table(["target", "conns", "req/s", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms",
                                "gateway CPU ms/req", "gateway cores busy", "upstream CPU µs/req",
                                "PostgreSQL CPU µs/req", "gateway VmHWM MB", "errors"], rows))
+    return parts
 
+
+def _paced(res: dict, cells: list[dict], workloads: list[str]) -> list[str]:
+    parts: list[str] = []
+    cfg = res["config"]
     paced = [c for c in cells if c["kind"] == "paced"]
     if paced:
         rows = []
-        for c in sorted(paced, key=lambda c: (workloads.index(c["workload"]), order.get(c["target"], 9))):
+        for c in sorted(paced, key=lambda c: (workloads.index(c["workload"]), _ORDER.get(c["target"], 9))):
             gw = c["target"] != "direct"
             rows.append([c["workload"], NAMES.get(c["target"], c["target"]), _f(c["rps"], 0),
                          f"{c['rps'] / c['saturation_rps'] * 100:.0f}%" if c.get("saturation_rps") else "-",
@@ -106,7 +129,11 @@ def tables(res: dict) -> str:
                      "aimed at half the PostgreSQL gateway's best closed-loop req/s)\n\n"
                      + _table(["workload", "target", "req/s", "of saturation", "p50 ms", "p99 ms", "added p50 ms",
                                "added p99 ms", "gateway CPU ms/req"], rows))
+    return parts
 
+
+def _ttfb(res: dict) -> list[str]:
+    parts: list[str] = []
     if res.get("ttfb"):
         rows = []
         for k, s in res["ttfb"].items():
@@ -119,7 +146,11 @@ def tables(res: dict) -> str:
                      + _table(["gateway/workload/conns", "head p50 direct", "head p50 gateway",
                                "first event p50 direct", "first event p50 gateway", "added p50", "p99 direct",
                                "p99 gateway", "added p99", "streams"], rows))
+    return parts
 
+
+def _open_streams(res: dict) -> list[str]:
+    parts: list[str] = []
     o = res.get("open_streams")
     if o:
         parts.append("### Open streams\n\n" + _table(
@@ -128,7 +159,11 @@ def tables(res: dict) -> str:
             [[str(o["n"]), f"{o['gap_ms']:g} ms", _f(o["rss_idle_mb"], 1), _f(o["rss_all_open_max_mb"], 1),
               _f(o["hwm_mb"], 1), str(o["completed"]), str(o["errors"]), _f(o["open_all_after_s"], 1, " s"),
               _f(o["all_open_for_s"], 1, " s")]]))
+    return parts
 
+
+def _workers(res: dict) -> list[str]:
+    parts: list[str] = []
     wk = res.get("workers")
     if wk and "workers1" in wk:
         rows = [[str(n), _f(wk[f"workers{n}"]["rps"], 0), _f(wk[f"workers{n}"]["p50_ms"]),
@@ -139,7 +174,11 @@ def tables(res: dict) -> str:
                      f"on both cores): {wk['speedup']:.2f}x\n\n"
                      + _table(["workers", "req/s", "p50 ms", "p99 ms", "gateway cores used", "gateway CPU ms/req",
                                "machine cores busy"], rows))
+    return parts
 
+
+def _gc(res: dict) -> list[str]:
+    parts: list[str] = []
     gc = res.get("gc")
     if gc:
         rows = []
@@ -149,7 +188,11 @@ def tables(res: dict) -> str:
         title = "--gc-probe" + (", with gc.freeze()" if gc["freeze"] else "")
         parts.append(f"### Garbage-collector pauses during the repetitions ({title})\n\n"
                      + _table(["gateway", "generation", "collections", "total ms", "longest ms", "over 5 ms"], rows))
+    return parts
 
+
+def _rows(res: dict) -> list[str]:
+    parts: list[str] = []
     if res.get("rows"):
         rows = [[k, NAMES.get(r["target"], r["target"]), str(r["phases"]), str(r["requests"]), str(r["rows"]),
                  "yes" if r["match"] else "**NO**", str(r["usage_reported"]), str(r["aborted"]), str(r["non200"])]
@@ -157,7 +200,11 @@ def tables(res: dict) -> str:
         parts.append("### Rows written vs requests served (every wrk phase, warm-ups and re-runs included)\n\n"
                      + _table(["database", "target", "phases", "requests", "rows", "equal", "usage reported",
                                "aborted", "non-200"], rows))
+    return parts
 
+
+def _profile(res: dict) -> list[str]:
+    parts: list[str] = []
     prof = res.get("profile") or {}
     for wname, p in prof.items():
         if not isinstance(p, dict) or not p.get("samples"):
@@ -171,7 +218,7 @@ def tables(res: dict) -> str:
                      + _table(["where", "share", "µs/request"], rows)
                      + "\n\nGateway lines, inclusive (everything called from that line):\n\n"
                      + _table(["file:line", "share", "µs/request"], lines))
-    return "\n\n".join(parts) + "\n"
+    return parts
 
 
 def write_docs(res: dict, path: str) -> None:

@@ -15,7 +15,8 @@ import time
 _LOG = os.environ.get("MAJORDOMO_BENCH_GC_LOG")
 
 if _LOG and "serve" in sys.argv:
-    _out = open(f"{_LOG}.{os.getpid()}", "a", buffering=1)  # lives as long as the process
+    # Lives as long as the process (no with-block can span it); line-buffered, so nothing is lost at exit.
+    _out = open(f"{_LOG}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115
     _start = [0.0]
 
     def _callback(phase, info):
@@ -48,7 +49,7 @@ if _LOG and "serve" in sys.argv and os.environ.get("MAJORDOMO_BENCH_STALLS") == 
     import traceback
 
     sys.setswitchinterval(0.0005)
-    _stalls = open(f"{_LOG}.stalls.{os.getpid()}", "a", buffering=1)
+    _stalls = open(f"{_LOG}.stalls.{os.getpid()}", "a", buffering=1)  # noqa: SIM115 - as _out above
     _beat = [time.perf_counter(), 0]
 
     def _heartbeat(loop):
@@ -60,13 +61,12 @@ if _LOG and "serve" in sys.argv and os.environ.get("MAJORDOMO_BENCH_STALLS") == 
         while True:
             time.sleep(0.0005)
             lag = time.perf_counter() - _beat[0]
-            if lag > 0.002:
-                if seen != _beat[0]:
-                    seen = _beat[0]
-                    frame = sys._current_frames().get(main_id)
-                    stack = traceback.extract_stack(frame)[-6:] if frame is not None else []
-                    where = " < ".join(f"{os.path.basename(f.filename)}:{f.lineno}:{f.name}" for f in reversed(stack))
-                    _stalls.write(f"{lag * 1000:.2f}\t{where}\n")
+            if lag > 0.002 and seen != _beat[0]:
+                seen = _beat[0]
+                frame = sys._current_frames().get(main_id)
+                stack = traceback.extract_stack(frame)[-6:] if frame is not None else []
+                where = " < ".join(f"{os.path.basename(f.filename)}:{f.lineno}:{f.name}" for f in reversed(stack))
+                _stalls.write(f"{lag * 1000:.2f}\t{where}\n")
 
     from majordomo_gateway import app as _app_mod
 
