@@ -60,9 +60,9 @@ class CatalogModel:
 class Catalog:
     """Finds the genai-prices model for (our provider, model name), remembering the answer.
 
-    genai-prices matches a name by trying each model's match rules in turn (10-60 µs, worst for
-    names it does not know, which it never caches).  We remember hits and misses in a bounded
-    dict, evicting the oldest entry when full.
+    genai-prices matches a name by trying each model's match rules in turn, too slow to repeat per
+    request (worst for names it does not know, which it never caches; see docs/performance.md).
+    We remember hits and misses in a bounded dict, evicting the oldest entry when full.
     """
 
     def __init__(self, *, max_cached_lookups: int = DEFAULT_MAX_CACHED_LOOKUPS,

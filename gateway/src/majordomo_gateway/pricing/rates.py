@@ -1,7 +1,8 @@
 """One model's per-unit rates, and the arithmetic that turns a ``Usage`` into dollars.
 
 genai-prices is the price database, but its own ``calc_price`` re-validates the price table and
-rebuilds its usage object on every call (~50 µs), which is most of the per-request cost.  Our
+rebuilds its usage object on every call, which would be most of the per-request cost (see
+docs/performance.md, "Where the time goes").  Our
 ``Usage`` only ever reports the handful of units below, so we read those rates once per model and
 do the arithmetic here.  The rules follow genai-prices exactly (tests/gateway/pricing checks
 parity against ``genai_prices.calc_price`` for every OpenAI, Anthropic and Google model):
