@@ -19,8 +19,10 @@ from majordomo_gateway.config import Settings, pricing_ids
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.pricing.refresh import PriceRefresher
 from majordomo_gateway.proxy.errors import send_json
-from majordomo_gateway.proxy.handler import ProxyHandler, Receive, Send
+from majordomo_gateway.proxy.exchange import Receive, Send
+from majordomo_gateway.proxy.pipeline import ProxyHandler
 from majordomo_gateway.proxy.routing import Router
+from majordomo_gateway.proxy.upstream_api import Upstream
 from majordomo_gateway.storage.database import Database, DatabaseUnavailable, open_database
 from majordomo_gateway.storage.spool import Spool
 from majordomo_gateway.storage.writer import RowWriter
@@ -31,9 +33,11 @@ READY_TIMEOUT = 2.0
 
 
 class Gateway:
-    """``Gateway(settings)`` is the ASGI callable; its lifespan connects and drains everything."""
+    """``Gateway(settings)`` is the ASGI callable; its lifespan connects and drains everything.
+    ``upstream`` replaces the HTTP client requests go out through (tests pass an in-memory one)."""
 
-    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+    def __init__(self, settings: Settings, database: Database | None = None,
+                 upstream: Upstream | None = None) -> None:
         self.settings = settings
         self.database = database or open_database(settings.database.url)
         self.spool = Spool(settings.writer.spool_dir)
@@ -46,7 +50,7 @@ class Gateway:
         self.price_refresher = (PriceRefresher(settings.pricing.refresh_url, settings.pricing.refresh_interval)
                                 if settings.pricing.refresh_url else None)
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
-                                  self.prices)
+                                  self.prices, upstream)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the

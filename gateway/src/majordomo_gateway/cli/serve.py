@@ -8,7 +8,7 @@ import os
 
 from majordomo_gateway.app import Gateway
 from majordomo_gateway.config import Settings, env_name, load_settings
-from majordomo_gateway.proxy.handler import dropped_on_purpose
+from majordomo_gateway.proxy.server_glue import install_log_filter
 
 CONFIG_ENV = "MAJORDOMO_CONFIG"
 
@@ -18,17 +18,8 @@ def create_app() -> Gateway:
     settings = load_settings(os.environ.get(CONFIG_ENV) or None)
     configure_logging(settings)
     # After uvicorn's own logging set-up, which runs before the app is built, in every worker.
-    logging.getLogger("uvicorn.error").addFilter(_DroppedOnPurpose())
+    install_log_filter()
     return Gateway(settings)
-
-
-class _DroppedOnPurpose(logging.Filter):
-    """Drop uvicorn's error line for a response the relay left unfinished on purpose (the row
-    records why); the same line for any other response still shows, as it would mean a bug."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (dropped_on_purpose.get()
-                    and record.getMessage().startswith("ASGI callable returned without completing response"))
 
 
 def configure_logging(settings: Settings) -> None:

@@ -44,3 +44,27 @@ async def send_json(send: Send, status: int, body: bytes,
 async def send_error(send: Send, status: int, code: str, message: str,
                      extra_headers: list[tuple[bytes, bytes]] | None = None, **extra: object) -> None:
     await send_json(send, status, error_body(status, code, message, **extra), extra_headers)
+
+
+class GatewayError(Exception):
+    """A request the gateway answers itself, with a provider-shaped error (see ``send_error``).
+
+    Raised by any pipeline step; proxy/pipeline.py catches it in one place, sends it, and, when the
+    request already has a row, records it with ``status`` (and ``record_message``, when set, as
+    the row's error message).  ``provider`` names the route in the body for upstream failures.
+    """
+
+    def __init__(self, status: int, code: str, message: str, *, provider: str | None = None,
+                 record_message: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.provider = provider
+        self.record_message = record_message
+
+    async def send(self, send: Send, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if self.provider is None:
+            await send_error(send, self.status, self.code, self.message, extra_headers)
+        else:
+            await send_error(send, self.status, self.code, self.message, extra_headers, provider=self.provider)

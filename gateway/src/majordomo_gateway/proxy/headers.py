@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # RFC 9110 §7.6.1 connection-specific headers, plus those the HTTP client sets from the body/URL.
@@ -96,7 +97,7 @@ def _decodable_only(value: str) -> str:
     return ",".join(kept).strip()
 
 
-def response_headers(raw: tuple[tuple[bytes, bytes], ...], request_id: bytes) -> list[tuple[bytes, bytes]]:
+def response_headers(raw: Iterable[tuple[bytes, bytes]], request_id: bytes) -> list[tuple[bytes, bytes]]:
     headers = [(name.lower(), value) for name, value in raw if name.lower() not in _RESPONSE_DROPPED]
     headers.append((b"x-majordomo-request-id", request_id))
     return headers

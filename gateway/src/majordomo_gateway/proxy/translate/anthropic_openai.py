@@ -516,8 +516,9 @@ class _StreamTranslator:
             out.append(self._chunk({}, _finish_reason(stop_reason) or "stop"))
         elif kind == "message_stop":
             if self._include_usage:
-                usage_chunk = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                               "model": self._model, "choices": [], "usage": _openai_usage(self._usage)}
+                usage_chunk: dict[str, object] = {
+                    "id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                    "model": self._model, "choices": [], "usage": _openai_usage(self._usage)}
                 out.append(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
             out.append(_DONE)
         elif kind == "error":

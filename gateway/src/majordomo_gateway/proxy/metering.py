@@ -1,0 +1,86 @@
+"""Meter and price: what the response said it used, and what that costs, onto the row.
+
+Both run after the client has its last byte, never on the relay's path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from majordomo_gateway.pricing import PriceBook
+from majordomo_gateway.providers.base import UsageResult
+from majordomo_gateway.proxy.exchange import Exchange
+from majordomo_gateway.proxy.routing import Route
+from majordomo_gateway.storage.records import RequestRecord, truncate_message
+from majordomo_gateway.usage import Usage
+
+__all__ = ["apply_body", "apply_result", "meter", "price"]
+
+log = logging.getLogger("majordomo.proxy")
+
+
+def meter(ex: Exchange) -> None:
+    """Usage (or the upstream's error message) from what the relay saw go by."""
+    record, route = ex.record, ex.route
+    assert record is not None and route is not None
+    if ex.parser is not None:
+        apply_result(record, route, ex.parser.finish())
+    elif ex.captured:
+        body = ex.captured[0] if len(ex.captured) == 1 else b"".join(ex.captured)
+        apply_body(record, route, ex.upstream_path, body, ex.truncated)
+    if ex.upstream_broken is not None:
+        record.error_message = truncate_message(
+            ex.upstream_broken + (f"; {record.error_message}" if record.error_message else ""))
+
+
+def apply_result(record: RequestRecord, route: Route, result: UsageResult) -> None:
+    if result.model:
+        record.model = result.model
+    if result.error:
+        record.error_message = truncate_message(result.error)
+    if result.usage is not None:
+        _copy_usage(record, result.usage)
+        record.usage_source = "reported"
+    elif record.status_code < 400 and (route.provider.always_reports_usage(record.request_path)
+                                       or record.route == "anthropic-openai"):
+        record.usage_source = "missing"
+
+
+def apply_body(record: RequestRecord, route: Route, upstream_path: bytes, body: bytes, truncated: bool) -> None:
+    """A whole (non-streamed) body: usage when the answer is a success, else its error text."""
+    if record.status_code >= 400:
+        record.error_message = truncate_message(body.decode("utf-8", "replace"))
+        return
+    if truncated:
+        record.usage_source = "missing"
+        return
+    apply_result(record, route, route.provider.parse_response(upstream_path.decode("latin-1"), body))
+
+
+def price(record: RequestRecord, prices: PriceBook) -> None:
+    """The cost of reported usage; a row without reported usage has none."""
+    if record.usage_source != "reported":
+        return
+    try:
+        usage = Usage(record.input_tokens, record.output_tokens, record.cached_tokens,
+                      record.cache_creation_tokens, record.cache_creation_1h_tokens,
+                      record.reasoning_tokens, record.web_search_requests)
+        cost = prices.price(record.provider, record.model, usage, when=record.requested_at)
+        record.input_cost = cost.input_cost
+        record.output_cost = cost.output_cost
+        record.total_cost = cost.total_cost
+        record.model_alias_found = cost.found
+    except Exception:  # pricing must never cost a row
+        log.exception("pricing failed for %s/%s", record.provider, record.model)
+
+
+def _copy_usage(record: RequestRecord, usage: Usage) -> None:
+    record.input_tokens = usage.input_tokens
+    record.output_tokens = usage.output_tokens
+    record.cached_tokens = usage.cached_tokens
+    record.cache_creation_tokens = usage.cache_creation_tokens
+    record.cache_creation_1h_tokens = usage.cache_creation_1h_tokens
+    record.reasoning_tokens = usage.reasoning_tokens
+    record.web_search_requests = usage.web_search_requests
+
+

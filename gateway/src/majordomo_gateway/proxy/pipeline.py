@@ -1,0 +1,251 @@
+"""One proxied request, start to finish, as named steps over one ``Exchange``:
+
+    accept → authenticate → route → read_body → prepare → forward → relay → meter → price → record
+
+- accept: the client's headers, split into what goes upstream and what is for Majordomo;
+- authenticate: the X-Majordomo-Key, through the key cache;
+- route: which provider, from the path or the X-Majordomo-Provider header;
+- read_body: the request body, bounded;
+- prepare: what goes upstream (a route adapter may rewrite it), what the request asked for
+  (model, streaming), and the row;
+- forward: the request upstream, until the response head is in;
+- relay: the answer to the client (proxy/relay.py), the usage parser watching;
+- meter, price: usage and cost onto the row, after the client has its last byte (proxy/metering.py);
+- record: the row to the writer.
+
+A step that cannot go on raises GatewayError; ``ProxyHandler.__call__`` is the one place that
+sends it and, when the request has a row by then, records it.  The relay never waits on usage
+parsing, pricing or the database.
+
+A route may carry an adapter (proxy/adapter.py) that rewrites the request before it goes
+upstream and transforms the response bytes on their way to the client (the anthropic-openai
+translation, the stream-usage injection); the usage parser still sees the upstream's bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, urlencode
+
+import uuid_utils
+
+from majordomo_gateway.auth.cache import KeyCache, KeyStatus
+from majordomo_gateway.auth.keys import hash_secret
+from majordomo_gateway.config import ProxySettings, Settings
+from majordomo_gateway.pricing import PriceBook
+from majordomo_gateway.proxy.adapter import AdapterError
+from majordomo_gateway.proxy.errors import GatewayError
+from majordomo_gateway.proxy.exchange import Exchange, Receive, Scope, Send
+from majordomo_gateway.proxy.headers import MetadataError, split_headers
+from majordomo_gateway.proxy.metering import meter, price
+from majordomo_gateway.proxy.relay import relay
+from majordomo_gateway.proxy.routing import Router, RoutingError
+from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
+from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
+from majordomo_gateway.proxy.upstream_api import Upstream, UpstreamAnswer
+from majordomo_gateway.storage.database import DatabaseUnavailable
+from majordomo_gateway.storage.records import RequestRecord, truncate_message
+from majordomo_gateway.storage.writer import RowWriter
+
+__all__ = ["MAX_REQUEST_BODY", "ProxyHandler", "accept", "authenticate", "finish_timings", "forward",
+           "prepare", "read_body", "route"]
+
+MAX_REQUEST_BODY = 64 * 1024 * 1024
+_CREDENTIAL_QUERY_KEYS = frozenset({"key"})
+
+
+class ProxyHandler:
+    """The proxy's ASGI callable.  ``upstream`` is the client requests go out through; by default
+    (None) a real UpstreamClient, made at start() and closed at close()."""
+
+    def __init__(self, settings: Settings, router: Router, keys: KeyCache, writer: RowWriter,
+                 prices: PriceBook, upstream: Upstream | None = None) -> None:
+        self.settings = settings
+        self.limits = settings.proxy
+        self.router = router
+        self.keys = keys
+        self.writer = writer
+        self.prices = prices
+        self.upstream: Upstream | None = upstream
+        self._owns_upstream = upstream is None
+        if settings.proxy.inject_stream_usage:
+            injector = StreamUsageInjector()
+            for name in router.routes_of_kind("openai"):
+                router.set_adapter(name, injector)
+
+    async def start(self) -> None:
+        if self._owns_upstream:
+            self.upstream = UpstreamClient(connect_timeout=self.limits.connect_timeout,
+                                           read_timeout=self.limits.read_timeout)
+
+    async def close(self) -> None:
+        if self._owns_upstream and self.upstream is not None:
+            await self.upstream.close()
+            self.upstream = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = Exchange(scope, receive, send, time.perf_counter(), datetime.now(UTC))
+        try:
+            await self._steps(ex)
+        except GatewayError as error:
+            await self._fail(ex, error)
+        finally:
+            if ex.record is not None:
+                meter(ex)
+                finish_timings(ex.record, ex.started)
+                price(ex.record, self.prices)
+                self.writer.submit(ex.record)
+
+    async def _steps(self, ex: Exchange) -> None:
+        accept(ex, self.limits)
+        await authenticate(ex, self.keys)
+        route(ex, self.router)
+        await read_body(ex)
+        prepare(ex)
+        assert self.upstream is not None, "ProxyHandler.start() was not awaited"
+        response = await forward(ex, self.upstream)
+        async with response:
+            await relay(ex, response, self.limits)
+
+    async def _fail(self, ex: Exchange, error: GatewayError) -> None:
+        record = ex.record
+        if record is None:
+            await error.send(ex.send)
+            return
+        record.status_code = error.status
+        if error.record_message is not None:
+            record.error_message = error.record_message
+        await error.send(ex.send, [(b"x-majordomo-request-id", record.id.encode())])
+
+
+def accept(ex: Exchange, limits: ProxySettings) -> None:
+    scope = ex.scope
+    try:
+        ex.headers = split_headers(scope["headers"], max_metadata=limits.max_metadata_headers,
+                                   max_value_bytes=limits.max_metadata_value_bytes)
+    except MetadataError as exc:
+        raise GatewayError(400, "invalid_metadata", str(exc)) from exc
+    ex.path = scope["path"]
+    ex.raw_path = scope.get("raw_path") or ex.path.encode("utf-8")
+    ex.query = scope.get("query_string", b"")
+
+
+async def authenticate(ex: Exchange, keys: KeyCache) -> None:
+    presented = ex.headers.majordomo_key
+    if not presented:
+        raise GatewayError(401, "missing_majordomo_key",
+                           "Missing X-Majordomo-Key header: send your Majordomo API key (mdm_sk_...). "
+                           "Create one with `majordomo keys create --name NAME`.")
+    try:
+        check = await keys.check(presented)
+    except DatabaseUnavailable as exc:
+        raise GatewayError(503, "database_unavailable",
+                           "Majordomo cannot verify the API key: its database is unavailable. Retry shortly.") from exc
+    if check.status is KeyStatus.UNKNOWN:
+        raise GatewayError(401, "invalid_majordomo_key", "Invalid X-Majordomo-Key: no such Majordomo API key.")
+    if check.status is KeyStatus.REVOKED:
+        raise GatewayError(401, "revoked_majordomo_key",
+                           "Revoked X-Majordomo-Key: this Majordomo API key has been revoked.")
+    assert check.key is not None
+    ex.key = check.key
+
+
+def route(ex: Exchange, router: Router) -> None:
+    try:
+        ex.route = router.resolve(ex.path, ex.raw_path, ex.headers.provider)
+    except RoutingError as exc:
+        raise GatewayError(400, exc.code, exc.message) from exc
+
+
+async def read_body(ex: Exchange) -> None:
+    receive = ex.receive
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if message.get("more_body", False):
+        parts = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_REQUEST_BODY:
+                raise GatewayError(413, "request_too_large", f"request body over {MAX_REQUEST_BODY} bytes")
+            parts.append(chunk)
+        body = b"".join(parts)
+    ex.body = body
+
+
+def prepare(ex: Exchange) -> None:
+    """What goes upstream, what the request asked for, and the row (from here on, one is due)."""
+    chosen, headers, path = ex.route, ex.headers, ex.path
+    assert chosen is not None and ex.key is not None
+    provider = chosen.provider
+    ex.upstream_path, ex.forward = ex.raw_path, headers.forward
+    if chosen.adapter is None:
+        ex.request_info = provider.request_info(path, ex.body)
+    else:
+        try:
+            adapted = chosen.adapter.adapt(provider, path, ex.body, headers.forward)
+        except AdapterError as exc:
+            raise GatewayError(400, exc.code, exc.message) from exc
+        ex.adapted, ex.request_info = adapted, adapted.info
+    info = ex.request_info
+    if headers.provider is None and chosen.name == "openai" and (info.model or "").startswith("gemini"):
+        # OpenAI would answer with a confusing 401/404; the guide's Gemini trap deserves a clear 400.
+        raise GatewayError(400, "gemini_model_on_openai_route",
+                           f"Model {info.model!r} is a Gemini model, but without an X-Majordomo-Provider "
+                           "header this path goes to OpenAI. Send X-Majordomo-Provider: gemini-openai "
+                           "(majordomo_frameworks' build_extra_headers_gemini() does this).")
+    query = ex.query
+    query_params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+    credential = provider.credential(headers.lowered, query_params)
+    ex.record = RequestRecord(
+        id=str(uuid_utils.uuid7()),
+        majordomo_api_key_id=ex.key.id,
+        provider_api_key_hash=hash_secret(credential) if credential else None,
+        provider_api_key_alias=headers.provider_alias,
+        provider=provider.name,
+        route=chosen.name,
+        model=info.model,
+        request_path=_logged_path(path, query),
+        request_method=ex.scope["method"],
+        requested_at=ex.requested_at,
+        responded_at=ex.requested_at,
+        response_time_ms=0.0,
+        streamed=info.stream,
+        raw_metadata=headers.metadata,
+    )
+    if ex.adapted is not None:
+        ex.body, ex.forward = ex.adapted.body, ex.adapted.headers
+        ex.upstream_path = ex.adapted.path or ex.raw_path
+
+
+async def forward(ex: Exchange, upstream: Upstream) -> UpstreamAnswer:
+    chosen = ex.route
+    assert chosen is not None
+    label = chosen.name
+    try:
+        return await upstream.request(chosen.origin, ex.scope["method"],
+                                      chosen.upstream_target(ex.upstream_path, ex.query), ex.forward, ex.body)
+    except UpstreamTimeout as exc:
+        raise GatewayError(504, "upstream_timeout", f"The {label} upstream did not answer in time.",
+                           provider=label, record_message=f"{label} upstream timed out") from exc
+    except UpstreamError as exc:
+        raise GatewayError(502, "upstream_unreachable", f"The {label} upstream could not be reached.",
+                           provider=label,
+                           record_message=truncate_message(f"{label} upstream unreachable: {exc}")) from exc
+
+
+def finish_timings(record: RequestRecord, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    record.response_time_ms = round(elapsed * 1000, 3)
+    record.responded_at = record.requested_at + timedelta(seconds=elapsed)
+
+
+def _logged_path(path: str, query: bytes) -> str:
+    if not query:
+        return path
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k not in _CREDENTIAL_QUERY_KEYS]
+    return f"{path}?{urlencode(kept)}" if kept else path
