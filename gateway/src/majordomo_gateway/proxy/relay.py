@@ -156,10 +156,17 @@ async def relay_stream(ex: Exchange, response: UpstreamAnswer, out_headers: list
     state = _Stream(limits)
     watcher = asyncio.get_running_loop().create_task(watch_disconnect(ex.receive, state.disconnected)) \
         if record.streamed else None
-    if ex.parser is not None and transform is None and decode is None:
-        response.set_sink(_eager_sink(ex, response, state))
+    capture: _Capture | None = None
+    feed: Callable[[bytes], None]
+    if ex.parser is not None:
+        feed = ex.parser.feed
+        if transform is None and decode is None:
+            response.set_sink(_eager_sink(ex, response, state))
+    else:
+        capture = _Capture(ex.captured, capture_limit)
+        feed = capture.add
     try:
-        await _pump(ex, response, state, decode, transform, capture_limit)
+        await _pump(ex, response, state, decode, transform, feed)
         if state.pending is not None:
             await state.pending
             state.pending = None
@@ -168,6 +175,8 @@ async def relay_stream(ex: Exchange, response: UpstreamAnswer, out_headers: list
         raise
     finally:
         response.set_sink(None)
+        if capture is not None:
+            ex.truncated = capture.size >= capture_limit
         if state.pending is not None:
             state.pending.cancel()
         if watcher is not None:
@@ -210,14 +219,12 @@ def _eager_sink(ex: Exchange, response: UpstreamAnswer, state: _Stream) -> Calla
 
 
 async def _pump(ex: Exchange, response: UpstreamAnswer, state: _Stream, decode: Decoder | None,
-                transform: ResponseTransform | None, capture_limit: int) -> None:
+                transform: ResponseTransform | None, feed: Callable[[bytes], None]) -> None:
     """Read the upstream body to its end (or until it breaks, or the client has been gone long
     enough), passing each read on unless the eager sink already did."""
     record, send, started = ex.record, ex.send, ex.started
     assert record is not None
     timed = record.streamed
-    capture = _Capture(ex.captured, capture_limit)
-    feed = ex.parser.feed if ex.parser is not None else capture.add
     disconnected = state.disconnected
     readany = response.readany
     while True:
@@ -254,7 +261,6 @@ async def _pump(ex: Exchange, response: UpstreamAnswer, state: _Stream, decode: 
             continue
         if state.abandon(record, len(chunk)):
             break
-    ex.truncated = capture.size >= capture_limit
 
 
 async def watch_disconnect(receive: Receive, disconnected: asyncio.Event) -> None:
