@@ -26,8 +26,7 @@ typecheck: install
 	$(BIN)/mypy gateway/src/majordomo_gateway frameworks/src/majordomo_frameworks
 
 ## The whole default test suite (needs PostgreSQL on 127.0.0.1:5432; see README)
-## (typecheck joins it once the issue-11 refactor leaves mypy --strict clean: `make typecheck`)
-test: install lint
+test: install lint typecheck
 	$(BIN)/pytest -q
 	PYDANTIC_AI_1X_VENV=.venv-pai1 bash frameworks/scripts/test-pydantic-ai-1x.sh
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
-from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, KINDS, catalog_id
+from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, KINDS, builtin, catalog_id
 
 DEFAULT_CONFIG_FILE = "majordomo.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///majordomo.db"
@@ -79,12 +79,6 @@ class ProviderTable(Mapping[str, ProviderSettings]):
 
     def __repr__(self) -> str:
         return f"ProviderTable({self._entries!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ProviderTable) and other._entries == self._entries
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(self._entries.items())))
 
 
 def _default_providers() -> ProviderTable:
@@ -309,30 +303,29 @@ def _section(path: Path, where: str, value: object) -> Mapping[str, Any]:
     return value
 
 
+def _check_section(path: Path, where: str, value: object, known: Sequence[str]) -> Mapping[str, Any]:
+    """The mapping at ``where``, once every key in it is one of ``known``."""
+    body = _section(path, where, value)
+    for key in body:
+        if key not in known:
+            raise _unknown(path, f"{where}.", key, list(known))
+    return body
+
+
 def _check_keys(path: Path, tree: Mapping[str, Any]) -> None:
     """Every key in the file must be a setting: a typo would otherwise be silently ignored."""
     top = [*_SECTIONS, "providers", "storage"]
     for section, value in tree.items():
         if section not in top:
             raise _unknown(path, "", section, top)
-        body = _section(path, str(section), value)
         if section == "providers":
-            for name, entry in body.items():
-                for key in _section(path, f"providers.{name}", entry):
-                    if key not in _PROVIDER_KEYS:
-                        raise _unknown(path, f"providers.{name}.", key, list(_PROVIDER_KEYS))
+            for name, entry in _section(path, "providers", value).items():
+                _check_section(path, f"providers.{name}", entry, list(_PROVIDER_KEYS))
         elif section == "storage":
-            for key, entry in body.items():
-                if key != "postgres":
-                    raise _unknown(path, "storage.", key, ["postgres"])
-                for name in _section(path, "storage.postgres", entry):
-                    if name not in _LEGACY_POSTGRES:
-                        raise _unknown(path, "storage.postgres.", name, list(_LEGACY_POSTGRES))
+            storage = _check_section(path, "storage", value, ["postgres"])
+            _check_section(path, "storage.postgres", storage.get("postgres"), _LEGACY_POSTGRES)
         else:
-            known = list(_SECTIONS[section][1])
-            for key in body:
-                if key not in known:
-                    raise _unknown(path, f"{section}.", key, known)
+            _check_section(path, str(section), value, list(_SECTIONS[section][1]))
 
 
 def _lookup(tree: Mapping[str, Any], path: str) -> Any:
@@ -397,14 +390,13 @@ def _provider_names(source: _Source) -> list[str]:
 
 
 def _providers(source: _Source) -> ProviderTable:
-    builtins = {spec.name: spec for spec in BUILTIN_PROVIDERS}
     entries: dict[str, ProviderSettings] = {}
     for name in _provider_names(source):
         if not _PROVIDER_NAME.match(name):
             raise ConfigError(f"providers.{name}: a provider name is lower-case letters, digits and '_', "
                               "starting with a letter")
         values = {key: source.parsed(f"providers.{name}.{key}", parse) for key, parse in _PROVIDER_KEYS.items()}
-        spec = builtins.get(name)
+        spec = builtin(name)
         if spec is not None:
             if values["kind"] not in (None, spec.kind):
                 raise ConfigError(f"providers.{name}.kind: the built-in provider {name} speaks {spec.kind}; "
@@ -424,10 +416,9 @@ def _providers(source: _Source) -> ProviderTable:
 def pricing_ids(settings: Settings) -> dict[str, str | None]:
     """llm_requests.provider -> the genai-prices provider that prices its rows (None: only the
     overrides file can price them), for every configured provider."""
-    builtins = {spec.name: spec for spec in BUILTIN_PROVIDERS}
     ids: dict[str, str | None] = {}
     for name, entry in settings.providers.items():
-        spec = builtins.get(name)
+        spec = builtin(name)
         row_name = spec.record_as if spec is not None else name
         if row_name not in ids:
             ids[row_name] = catalog_id(entry.pricing_provider or (spec.record_as if spec else None))

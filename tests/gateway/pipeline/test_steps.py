@@ -155,9 +155,9 @@ def test_a_billed_answer_without_usage_is_missing() -> None:
     prepare(ex)
     assert ex.record is not None and ex.route is not None
     ex.record.status_code = 200
-    apply_result(ex.record, ex.route, UsageResult())
+    apply_result(ex.record, ex.route, UsageResult(), ex.upstream_path)
     assert ex.record.usage_source == "missing"
-    apply_result(ex.record, ex.route, UsageResult(usage=Usage(1, 2)))
+    apply_result(ex.record, ex.route, UsageResult(usage=Usage(1, 2)), ex.upstream_path)
     assert ex.record.usage_source == "reported"
 
 

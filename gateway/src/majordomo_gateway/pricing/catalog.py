@@ -12,17 +12,13 @@ from genai_prices.data_snapshot import get_snapshot
 from genai_prices.types import ModelInfo, ModelPrice
 
 from majordomo_gateway.pricing.rates import InvalidRatesError, Rates
+from majordomo_gateway.providers.registry import CATALOG_IDS
 
 logger = logging.getLogger("majordomo.pricing")
 
-#: our built-in provider names (``llm_requests.provider``) -> genai-prices provider id; configured
-#: providers add theirs (config.pricing_ids).  Kept literal, not imported from providers/, so
-#: pricing stays usable without the proxy's modules.
-PROVIDER_IDS: Mapping[str, str] = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "gemini": "google",
-}
+#: our built-in provider names (``llm_requests.provider``) -> genai-prices provider id; each
+#: provider module owns its id, configured providers add theirs (config.pricing_ids).
+PROVIDER_IDS: Mapping[str, str] = CATALOG_IDS
 
 CATALOG_SOURCE = f"genai-prices {genai_prices.__version__}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.providers.sse import (
@@ -185,9 +186,9 @@ class _AnthropicStreamParser:
 class AnthropicProvider:
     """The Anthropic Messages API."""
 
-    kind = "anthropic"
-    default_base_url = "https://api.anthropic.com"
-    pricing_id = "anthropic"
+    kind: ClassVar[str] = "anthropic"
+    default_base_url: ClassVar[str] = "https://api.anthropic.com"
+    pricing_id: ClassVar[str] = "anthropic"
 
     __slots__ = ("name",)
 

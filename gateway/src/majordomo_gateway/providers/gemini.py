@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import ClassVar
 from urllib.parse import unquote
 
 import orjson
@@ -240,9 +241,9 @@ class _GeminiStreamParser:
 class GeminiProvider:
     """The Gemini API's native surface."""
 
-    kind = "gemini"
-    default_base_url = "https://generativelanguage.googleapis.com"
-    pricing_id = "google"
+    kind: ClassVar[str] = "gemini"
+    default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com"
+    pricing_id: ClassVar[str] = "google"
 
     __slots__ = ("name",)
 

@@ -8,6 +8,7 @@ surfaces are recognised by the end of the path and usage by the shape of the ``u
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.providers.sse import (
@@ -227,9 +228,9 @@ def _parse_body(body: bytes, *, count_usage: bool) -> UsageResult:
 class OpenAIProvider:
     """OpenAI, or any upstream speaking OpenAI's API under another ``name``."""
 
-    kind = "openai"
-    default_base_url = "https://api.openai.com"
-    pricing_id = "openai"
+    kind: ClassVar[str] = "openai"
+    default_base_url: ClassVar[str] = "https://api.openai.com"
+    pricing_id: ClassVar[str] = "openai"
 
     __slots__ = ("api_root", "name")
 

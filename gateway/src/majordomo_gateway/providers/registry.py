@@ -15,7 +15,8 @@ from majordomo_gateway.providers.base import Provider
 from majordomo_gateway.providers.gemini import GEMINI_OPENAI_BASE_URL, GeminiProvider
 from majordomo_gateway.providers.openai import OpenAIProvider
 
-__all__ = ["BUILTIN_PROVIDERS", "KINDS", "PROVIDERS", "BuiltinProvider", "build_provider", "catalog_id"]
+__all__ = ["BUILTIN_PROVIDERS", "CATALOG_IDS", "KINDS", "PROVIDERS", "BuiltinProvider", "build_provider", "builtin",
+           "catalog_id"]
 
 #: wire format -> the provider class that speaks it.  A class takes the name rows are recorded
 #: under and whether its base URL is an SDK-style API root (see Provider.upstream_path).
@@ -54,9 +55,15 @@ BUILTIN_PROVIDERS: tuple[BuiltinProvider, ...] = (
 )
 _BUILTIN_BY_NAME = {spec.name: spec for spec in BUILTIN_PROVIDERS}
 
-# Our built-in provider names -> the genai-prices provider id that prices them.
-_CATALOG_IDS: dict[str, str] = {"openai": OpenAIProvider.pricing_id, "anthropic": AnthropicProvider.pricing_id,
-                                "gemini": GeminiProvider.pricing_id}
+#: our built-in provider names (llm_requests.provider) -> the genai-prices provider id pricing them
+CATALOG_IDS: dict[str, str] = {"openai": OpenAIProvider.pricing_id, "anthropic": AnthropicProvider.pricing_id,
+                               "gemini": GeminiProvider.pricing_id}
+
+
+def builtin(name: str) -> BuiltinProvider | None:
+    """The built-in provider configured under ``name`` (``gemini_openai``), or None for one of the
+    user's own."""
+    return _BUILTIN_BY_NAME.get(name)
 
 
 def build_provider(name: str, kind: str) -> Provider:
@@ -73,7 +80,7 @@ def catalog_id(pricing_provider: str | None) -> str | None:
     (``gemini`` is ``google`` there) or already a catalog id (``groq``, ``together``...)."""
     if pricing_provider is None:
         return None
-    return _CATALOG_IDS.get(pricing_provider, pricing_provider)
+    return CATALOG_IDS.get(pricing_provider, pricing_provider)
 
 
 #: One instance per built-in route, for tests and tools that need a provider without settings.

@@ -24,7 +24,7 @@ def meter(ex: Exchange) -> None:
     record, route = ex.record, ex.route
     assert record is not None and route is not None
     if ex.parser is not None:
-        apply_result(record, route, ex.parser.finish())
+        apply_result(record, route, ex.parser.finish(), ex.upstream_path)
     elif ex.captured:
         body = ex.captured[0] if len(ex.captured) == 1 else b"".join(ex.captured)
         apply_body(record, route, ex.upstream_path, body, ex.truncated)
@@ -33,7 +33,9 @@ def meter(ex: Exchange) -> None:
             ex.upstream_broken + (f"; {record.error_message}" if record.error_message else ""))
 
 
-def apply_result(record: RequestRecord, route: Route, result: UsageResult) -> None:
+def apply_result(record: RequestRecord, route: Route, result: UsageResult, upstream_path: bytes) -> None:
+    """``upstream_path`` is the path the provider answered (a route adapter may have changed the
+    client's): whether its answers always carry usage is the provider's to say for that path."""
     if result.model:
         record.model = result.model
     if result.error:
@@ -41,8 +43,7 @@ def apply_result(record: RequestRecord, route: Route, result: UsageResult) -> No
     if result.usage is not None:
         _copy_usage(record, result.usage)
         record.usage_source = "reported"
-    elif record.status_code < 400 and (route.provider.always_reports_usage(record.request_path)
-                                       or record.route == "anthropic-openai"):
+    elif record.status_code < 400 and route.provider.always_reports_usage(upstream_path.decode("latin-1")):
         record.usage_source = "missing"
 
 
@@ -54,7 +55,8 @@ def apply_body(record: RequestRecord, route: Route, upstream_path: bytes, body: 
     if truncated:
         record.usage_source = "missing"
         return
-    apply_result(record, route, route.provider.parse_response(upstream_path.decode("latin-1"), body))
+    path = upstream_path.decode("latin-1")
+    apply_result(record, route, route.provider.parse_response(path, body), upstream_path)
 
 
 def price(record: RequestRecord, prices: PriceBook) -> None:

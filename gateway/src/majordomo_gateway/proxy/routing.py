@@ -14,14 +14,11 @@ from dataclasses import dataclass, field, replace
 
 from majordomo_gateway.config import ProviderSettings
 from majordomo_gateway.providers.base import Provider
-from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, build_provider
+from majordomo_gateway.providers.registry import build_provider, builtin
 from majordomo_gateway.proxy.adapter import RouteAdapter
 from majordomo_gateway.proxy.translate.anthropic_openai import AnthropicOpenAIAdapter
 from majordomo_gateway.proxy.upstream import Origin
 
-#: the routes that need no configuration; configured providers add their own names
-BUILTIN_ROUTES = ("openai", "anthropic", "gemini", "gemini-openai", "anthropic-openai")
-ROUTE_NAMES = BUILTIN_ROUTES
 SUPPORTED_PATHS = (
     "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and other /v1/... (OpenAI)",
     "/v1/messages, /v1/messages/count_tokens (Anthropic)",
@@ -78,11 +75,10 @@ class Router:
     ``anthropic-openai`` translation route, by the X-Majordomo-Provider value that selects each."""
 
     def __init__(self, providers: Mapping[str, ProviderSettings]) -> None:
-        builtins = {spec.name: spec for spec in BUILTIN_PROVIDERS}
         self.routes: dict[str, Route] = {}
         by_path: list[str] = []
         for name, entry in providers.items():
-            spec = builtins.get(name)
+            spec = builtin(name)
             route_name = spec.route if spec is not None else name
             self.routes[route_name] = Route(route_name, build_provider(name, entry.kind), entry.base_url)
             if spec is not None and spec.by_path:
