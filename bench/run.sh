@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gateway benchmark: `make bench` (full, ~15-20 min) or `make bench BENCH_ARGS=--quick` (~3 min).
 # Any other argument goes to bench/gateway_bench.py (see its --help).
+# `bash bench/run.sh compare REV_A REV_B` runs two revisions in alternation (bench/compare.py).
 #
 # Installs what it needs: wrk and nginx from Debian's packages when missing (apt-get, as root or
 # with sudo), py-spy into a separate venv ($MAJORDOMO_BENCH_VENV, default /tmp/majordomo-bench-venv).
@@ -38,4 +39,8 @@ fi
 # 1,000 open streams need ~2,100 descriptors in the gateway, the upstream and the client.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+if [[ ${1:-} == compare ]]; then
+    shift
+    exec "$VENV_PY" bench/compare.py "$@"
+fi
 exec "$VENV_PY" bench/gateway_bench.py --py-spy "$BENCH_VENV/bin/py-spy" "$@"

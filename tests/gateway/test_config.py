@@ -74,3 +74,29 @@ def test_bad_yaml_value_names_its_path(tmp_path: Path) -> None:
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "absent.yaml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("MAJORDOMO_SERVER_PORT", "http", "must be a TCP port between 1 and 65535"),
+        ("MAJORDOMO_WRITER_BATCH_SIZE", "1.5", "must be a positive integer"),
+        ("MAJORDOMO_WRITER_BATCH_SIZE", "true", "must be a positive integer"),
+        ("MAJORDOMO_PROXY_READ_TIMEOUT", "nan", "must be a positive number of seconds"),
+        ("MAJORDOMO_PROXY_READ_TIMEOUT", "soon", "must be a positive number of seconds"),
+    ],
+)
+def test_bad_numbers_say_what_is_expected(variable: str, value: str, expected: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python's own "invalid literal for int() with base 10" would not say what the setting wants.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={variable: value})
+    assert str(caught.value) == f"{variable}={value!r}: {expected}"
+
+
+def test_fractional_count_in_yaml_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("writer:\n  batch_size: 1.5\n")
+    with pytest.raises(ConfigError, match=r"writer\.batch_size.*positive integer"):
+        load_settings(config, environ={})

@@ -146,26 +146,43 @@ class Settings:
 Parser = Callable[[Any], Any]
 
 
+def _integer(value: Any, expected: str) -> int:
+    # int() would say "invalid literal for int() with base 10", which names neither the setting
+    # nor what it wants; bool is an int to Python but never a count.
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(expected)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(expected) from None
+
+
 def _positive_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("must be a positive integer")
-    number = int(value)
+    expected = "must be a positive integer"
+    number = _integer(value, expected)
     if number <= 0:
-        raise ValueError("must be a positive integer")
+        raise ValueError(expected)
     return number
 
 
 def _port(value: Any) -> int:
-    number = int(value)
+    expected = "must be a TCP port between 1 and 65535"
+    number = _integer(value, expected)
     if not 0 < number < 65536:
-        raise ValueError("must be a TCP port between 1 and 65535")
+        raise ValueError(expected)
     return number
 
 
 def _positive_float(value: Any) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be a positive number of seconds")
+    expected = "must be a positive number of seconds"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(expected) from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(expected)
     return number
 
 

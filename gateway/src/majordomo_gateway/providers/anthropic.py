@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+import orjson
+
 from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.providers.sse import (
     SSEFramer,
@@ -183,6 +185,12 @@ class _AnthropicStreamParser:
         return result
 
 
+# Anthropic's documented error types by status (docs: "Errors"); its SDK reads error.message.
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}
+
+
 class AnthropicProvider:
     """The Anthropic Messages API."""
 
@@ -221,6 +229,12 @@ class AnthropicProvider:
             return None
         scheme, _, token = auth.strip().partition(" ")
         return token.strip() or None if scheme.lower() == "bearer" else None
+
+    def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
+        error: dict[str, object] = {"type": _ERROR_TYPES.get(status, "api_error"), "message": message,
+                                    "code": code}
+        error.update(extra)
+        return orjson.dumps({"type": "error", "error": error})
 
     def request_info(self, path: str, body: bytes) -> RequestInfo:
         obj = json_object(body)

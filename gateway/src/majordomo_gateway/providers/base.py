@@ -92,6 +92,13 @@ class Provider(Protocol):
         recorded as usage_source "missing" rather than "none"."""
         ...
 
+    def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
+        """A response body for an error the gateway itself answers (bad key, budget, upstream down),
+        in the shape this wire format's SDKs parse, so that they raise their usual exception with
+        ``message``.  ``code`` is Majordomo's machine-readable code (``missing_majordomo_key``);
+        ``extra`` holds further fields for the error object (``provider``)."""
+        ...
+
     def request_info(self, path: str, body: bytes) -> RequestInfo:
         """Model and streaming flag from the request path and body.  Must not raise on bad JSON."""
         ...

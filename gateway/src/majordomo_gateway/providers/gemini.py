@@ -238,6 +238,12 @@ class _GeminiStreamParser:
         return _result_from_objects(objects, self._request_model, count_usage=self._count_usage)
 
 
+# google.rpc.Code names by HTTP status, as Google APIs put them in error.status.
+_ERROR_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE",
+                 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
 class GeminiProvider:
     """The Gemini API's native surface."""
 
@@ -273,6 +279,16 @@ class GeminiProvider:
 
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return headers.get("x-goog-api-key") or query.get("key") or None
+
+    def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
+        # Google's error model: a numeric code, a status name, and the reason in an ErrorInfo detail
+        # (where google-genai and Google's other clients look for a machine-readable cause).
+        info: dict[str, object] = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": code,
+                                   "domain": "majordomo"}
+        if extra:
+            info["metadata"] = {key: str(value) for key, value in extra.items()}
+        return orjson.dumps({"error": {"code": status, "message": message,
+                                       "status": _ERROR_STATUS.get(status, "INTERNAL"), "details": [info]}})
 
     def request_info(self, path: str, body: bytes) -> RequestInfo:
         # The model and the streaming flag are both in the path: the body need not be parsed.

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+import orjson
+
 from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.providers.sse import (
     SSEFramer,
@@ -261,6 +263,9 @@ class OpenAIProvider:
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return _bearer(headers.get("authorization"))
 
+    def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
+        return _error_body(status, code, message, extra)
+
     def request_info(self, path: str, body: bytes) -> RequestInfo:
         obj = json_object(body)
         if obj is None:
@@ -284,6 +289,18 @@ class OpenAIProvider:
 
     def stream_parser(self, path: str, request: RequestInfo) -> StreamUsageParser:
         return _OpenAIStreamParser(request, count_usage=_reports_new_usage(path))
+
+
+# OpenAI's error types by status (its SDK picks the exception class by status, shows the message).
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_exceeded"}
+
+
+def _error_body(status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
+    error: dict[str, object] = {"message": message, "type": _ERROR_TYPES.get(status, "server_error"),
+                                "param": None, "code": code}
+    error.update(extra)
+    return orjson.dumps({"error": error})
 
 
 def _bearer(value: str | None) -> str | None:

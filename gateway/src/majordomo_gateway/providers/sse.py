@@ -53,14 +53,8 @@ class SSEFramer:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The events completed by ``chunk``, without their terminating blank line."""
-        if self._cr:
-            chunk = b"\r" + chunk
-            self._cr = False
-        if b"\r" in chunk:  # a memchr: nearly free when, as usual, there is none
-            if chunk[-1:] == b"\r":
-                chunk = chunk[:-1]
-                self._cr = True
-            chunk = chunk.replace(b"\r\n", b"\n")
+        if self._cr or b"\r" in chunk:  # a memchr: nearly free when, as usual, there is none
+            chunk = self._fold_crlf(chunk)
         done: list[bytes] = []
         if self._nl and chunk[:1] == b"\n":
             # The blank line straddles the chunk boundary: the held event is complete.
@@ -81,9 +75,8 @@ class SSEFramer:
         elif pending:
             pending.append(parts[0])
             parts[0] = b"".join(pending)
-        if pending:
-            pending.clear()
-            self._size = 0
+        pending.clear()
+        self._size = 0
         tail = parts.pop()
         self._nl = False
         if tail:
@@ -96,6 +89,16 @@ class SSEFramer:
             if block and len(block) <= limit:
                 done.append(block)
         return done
+
+    def _fold_crlf(self, chunk: bytes) -> bytes:
+        """``chunk`` with CRLF line ends as LF, holding back a trailing CR that may start one."""
+        if self._cr:
+            chunk = b"\r" + chunk
+            self._cr = False
+        if chunk[-1:] == b"\r":
+            chunk = chunk[:-1]
+            self._cr = True
+        return chunk.replace(b"\r\n", b"\n")
 
     def close(self) -> bytes | None:
         """What is left at the end of the stream: an event that was never terminated, if any.

@@ -1,35 +1,37 @@
-"""Error responses the gateway itself produces (as opposed to relaying the provider's).
+"""Errors the gateway answers itself (as opposed to relaying the provider's).
 
-The body is shaped so that both official SDKs surface our message: OpenAI's and Anthropic's
-clients both read ``error.message``, and Anthropic's also reads ``type: "error"``.
+The body is shaped as the client's SDK expects its provider's errors (``Provider.error_body``:
+OpenAI's ``{"error": {...}}``, Anthropic's ``{"type": "error", "error": {...}}``, Google's
+``{"error": {"code", "message", "status", "details"}}``), so that every SDK raises its usual
+exception with our message.  A request that fails before any route is known (an unknown path)
+gets ``neutral_error_body``, which the OpenAI and Anthropic SDKs both read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Protocol
 
 import orjson
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def error_body(status: int, code: str, message: str, **extra: object) -> bytes:
-    error: dict[str, object] = {"type": _ERROR_TYPES.get(status, "api_error"), "code": code,
-                                "message": message}
+class ErrorShape(Protocol):
+    """Whatever shapes an error body: a provider, or a route (which may speak another's format)."""
+
+    def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes: ...
+
+
+def neutral_error_body(status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
+    error: dict[str, object] = {"type": _NEUTRAL_TYPES.get(status, "api_error"), "code": code, "message": message}
     error.update(extra)
     return orjson.dumps({"type": "error", "error": error})
 
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    502: "upstream_error",
-    503: "service_unavailable",
-    504: "upstream_timeout",
-}
+_NEUTRAL_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                  413: "request_too_large", 502: "upstream_error", 503: "service_unavailable",
+                  504: "upstream_timeout"}
 
 
 async def send_json(send: Send, status: int, body: bytes,
@@ -41,13 +43,8 @@ async def send_json(send: Send, status: int, body: bytes,
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, status: int, code: str, message: str,
-                     extra_headers: list[tuple[bytes, bytes]] | None = None, **extra: object) -> None:
-    await send_json(send, status, error_body(status, code, message, **extra), extra_headers)
-
-
 class GatewayError(Exception):
-    """A request the gateway answers itself, with a provider-shaped error (see ``send_error``).
+    """A request the gateway answers itself, in the client's provider's error shape.
 
     Raised by any pipeline step; proxy/pipeline.py catches it in one place, sends it, and, when the
     request already has a row, records it with ``status`` (and ``record_message``, when set, as
@@ -63,8 +60,12 @@ class GatewayError(Exception):
         self.provider = provider
         self.record_message = record_message
 
-    async def send(self, send: Send, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        if self.provider is None:
-            await send_error(send, self.status, self.code, self.message, extra_headers)
-        else:
-            await send_error(send, self.status, self.code, self.message, extra_headers, provider=self.provider)
+    def body(self, shape: ErrorShape | None) -> bytes:
+        extra: dict[str, object] = {} if self.provider is None else {"provider": self.provider}
+        if shape is None:
+            return neutral_error_body(self.status, self.code, self.message, extra)
+        return shape.error_body(self.status, self.code, self.message, extra)
+
+    async def send(self, send: Send, shape: ErrorShape | None = None,
+                   extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await send_json(send, self.status, self.body(shape), extra_headers)

@@ -109,26 +109,30 @@ class ProxyHandler:
             await relay(ex, response, self.limits)
 
     async def _fail(self, ex: Exchange, error: GatewayError) -> None:
+        shape = ex.route
+        if shape is None and ex.path:
+            shape = self.router.error_route(ex.path, ex.raw_path, ex.headers.provider)
         record = ex.record
         if record is None:
-            await error.send(ex.send)
+            await error.send(ex.send, shape)
             return
         record.status_code = error.status
         if error.record_message is not None:
             record.error_message = error.record_message
-        await error.send(ex.send, [(b"x-majordomo-request-id", record.id.encode())])
+        await error.send(ex.send, shape, [(b"x-majordomo-request-id", record.id.encode())])
 
 
 def accept(ex: Exchange, limits: ProxySettings) -> None:
     scope = ex.scope
+    # The path first: an error below is shaped for the provider the path names.
+    ex.path = scope["path"]
+    ex.raw_path = scope.get("raw_path") or ex.path.encode("utf-8")
+    ex.query = scope.get("query_string", b"")
     try:
         ex.headers = split_headers(scope["headers"], max_metadata=limits.max_metadata_headers,
                                    max_value_bytes=limits.max_metadata_value_bytes)
     except MetadataError as exc:
         raise GatewayError(400, "invalid_metadata", str(exc)) from exc
-    ex.path = scope["path"]
-    ex.raw_path = scope.get("raw_path") or ex.path.encode("utf-8")
-    ex.query = scope.get("query_string", b"")
 
 
 async def authenticate(ex: Exchange, keys: KeyCache) -> None:

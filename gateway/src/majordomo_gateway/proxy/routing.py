@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from majordomo_gateway.config import ProviderSettings
 from majordomo_gateway.providers.base import Provider
-from majordomo_gateway.providers.registry import build_provider, builtin
+from majordomo_gateway.providers.registry import KINDS, build_provider, builtin
 from majordomo_gateway.proxy.adapter import RouteAdapter
 from majordomo_gateway.proxy.translate.anthropic_openai import AnthropicOpenAIAdapter
 from majordomo_gateway.proxy.upstream import Origin
@@ -46,10 +46,16 @@ class Route:
     base_url: str
     # Rewrites the request and transforms the response (proxy/adapter.py); None relays bytes as is.
     adapter: RouteAdapter | None = None
+    # Whose error shape the client expects from the gateway: the provider's, unless an adapter
+    # makes the route speak another wire format to the client (anthropic-openai speaks OpenAI's).
+    client_errors: Provider | None = None
     origin: Origin = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "origin", Origin.from_url(self.base_url))
+
+    def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
+        return (self.client_errors or self.provider).error_body(status, code, message, extra)
 
     def upstream_target(self, raw_path: bytes, query: bytes) -> bytes:
         """Path and query for the upstream, after the origin's base path (see Origin)."""
@@ -87,7 +93,8 @@ class Router:
             # OpenAI Chat Completions translated to Anthropic Messages; only chosen by header.
             anthropic = self.routes["anthropic"]
             self.routes["anthropic-openai"] = Route("anthropic-openai", anthropic.provider, anthropic.base_url,
-                                                    adapter=AnthropicOpenAIAdapter())
+                                                    adapter=AnthropicOpenAIAdapter(),
+                                                    client_errors=KINDS["openai"]("anthropic-openai"))
         # Anthropic's and Gemini's paths are specific; OpenAI's /v1/... is the fallback, so last.
         self._path_order = tuple(name for name in ("anthropic", "gemini", "openai") if name in by_path)
         self._by_path = tuple(self.routes[name] for name in self._path_order)
@@ -102,6 +109,14 @@ class Router:
         """The names of the plain (untranslated) routes whose upstream speaks ``kind``."""
         return [name for name, route in self.routes.items()
                 if route.provider.kind == kind and name != "anthropic-openai"]
+
+    def error_route(self, path: str, raw_path: bytes, provider_header: str | None) -> Route | None:
+        """The route a request would take, for shaping an error that happened before routing
+        (a bad key); None when it has none (the error then has the shape every SDK reads)."""
+        try:
+            return self.resolve(path, raw_path, provider_header)
+        except RoutingError:
+            return None
 
     def resolve(self, path: str, raw_path: bytes, provider_header: str | None) -> Route:
         check_path(raw_path)

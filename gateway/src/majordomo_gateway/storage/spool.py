@@ -22,6 +22,7 @@ replay it once the cause is fixed).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -250,19 +251,21 @@ class Spool:
 
     def claim(self, path: Path) -> ClaimedFile | None:
         """Lock and read a spool file; None when a live writer owns it or it is already gone."""
-        try:
-            handle = open(path, "rb")
-        except FileNotFoundError:
-            return None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return None
-        if not path.exists():  # replayed and removed by another process while we waited
-            handle.close()
-            return None
-        return ClaimedFile(path, handle, decode(handle.read(), source=str(path)))
+        with contextlib.ExitStack() as on_failure:
+            try:
+                handle = on_failure.enter_context(open(path, "rb"))
+            except FileNotFoundError:
+                return None
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            if not path.exists():  # replayed and removed by another process while we waited
+                return None
+            claimed = ClaimedFile(path, handle, decode(handle.read(), source=str(path)))
+            # From here the claim owns the handle (and so the lock) until it is released.
+            on_failure.pop_all()
+            return claimed
 
     def set_aside(self, records: Sequence[RequestRecord]) -> Path:
         """Keep rows the database refuses in a ``*.rejected`` file that replay does not read."""
