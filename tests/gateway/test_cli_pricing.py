@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -137,3 +138,20 @@ def test_text_output(fresh_gateway: GatewayProcess, tmp_path: Path) -> None:
     overrides.write_text("models: [{provider: openai}]\n")
     bad = majordomo("pricing", "show", "gpt-4o", env=env, check=False)
     assert bad.returncode == 2 and "prices.yaml" in bad.stderr
+
+
+def test_pricing_show_knows_configured_providers(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAJORDOMO_")},
+           "MAJORDOMO_PROVIDERS_LOCAL_KIND": "openai", "MAJORDOMO_PROVIDERS_LOCAL_BASE_URL": "http://127.0.0.1:9/v1",
+           "MAJORDOMO_PROVIDERS_LOCAL_PRICING_PROVIDER": "openai",
+           "MAJORDOMO_PROVIDERS_BARE_KIND": "openai", "MAJORDOMO_PROVIDERS_BARE_BASE_URL": "http://127.0.0.1:9/v1",
+           "MAJORDOMO_DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"}
+    [local] = orjson.loads(majordomo("pricing", "show", "gpt-4o", "--provider", "local", "--json", env=env).stdout)
+    assert (local["provider"], local["found"], local["model_id"]) == ("local", True, "gpt-4o")
+    # Without a pricing_provider only the overrides file could price its models.
+    bare = majordomo("pricing", "show", "gpt-4o", "--provider", "bare", "--json", env=env, check=False)
+    assert bare.returncode == 1 and orjson.loads(bare.stdout)[0]["found"] is False
+    listed = {d["provider"] for d in orjson.loads(majordomo("pricing", "show", "gpt-4o", "--json", env=env).stdout)}
+    assert {"openai", "local"} <= listed and "bare" not in listed
+    unknown = majordomo("pricing", "show", "gpt-4o", "--provider", "nowhere", env=env, check=False)
+    assert unknown.returncode == 2 and "unknown provider 'nowhere'" in unknown.stderr and "local" in unknown.stderr

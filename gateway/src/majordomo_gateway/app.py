@@ -76,8 +76,8 @@ class Gateway:
         if self.price_refresher is not None:
             self.price_refresher.start()
         # Everything built so far lives as long as the process: take it out of the garbage
-        # collector's view, so full collections stop walking ~70k start-up objects (25-43 ms loop
-        # stalls in the benchmark; bench/results/gc-freeze-whatif.json).
+        # collector's view, so full collections stop walking the start-up objects, which stalled
+        # the loop for tens of ms (docs/performance.md; bench/results/gc-freeze-whatif.json).
         gc.collect()
         gc.freeze()
 

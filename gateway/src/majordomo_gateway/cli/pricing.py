@@ -41,7 +41,8 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                           description="Show the per-unit prices the gateway uses for MODEL, and where they come "
                                       "from. Without --provider, every provider that prices the name is shown.")
     show.add_argument("model", metavar="MODEL", help="the model name as clients send it")
-    show.add_argument("--provider", choices=sorted(PROVIDER_IDS), help="only this provider")
+    show.add_argument("--provider", help="only this provider: openai, anthropic, gemini, or one configured under "
+                                         "providers: (majordomo.yaml or MAJORDOMO_PROVIDERS_<NAME>_KIND)")
     show.set_defaults(handler=_show)
 
     unpriced = sub.add_parser("unpriced", help="list models seen without a price",
@@ -125,12 +126,18 @@ def describe_text(description: dict[str, Any]) -> list[str]:
 
 
 def _show(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    known = sorted(pricing_ids(settings))
+    if args.provider is not None and args.provider not in known:
+        print(f"majordomo: unknown provider {args.provider!r}; the configured ones are {', '.join(known)}",
+              file=sys.stderr)
+        return 2
     try:
-        book = price_book(args)
+        book = PriceBook(settings.pricing.overrides_file, provider_ids=pricing_ids(settings))
     except OverridesError as exc:
         print(f"majordomo: {exc}", file=sys.stderr)
         return 2
-    providers = [args.provider] if args.provider else sorted(PROVIDER_IDS)
+    providers = [args.provider] if args.provider else known
     descriptions = [book.describe(provider, args.model) for provider in providers]
     if not args.provider:
         # Without --provider only the providers that know the name are interesting.

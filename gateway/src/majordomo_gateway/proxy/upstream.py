@@ -2,8 +2,8 @@
 
 Why not aiohttp's client: a relay needs only "send these bytes, hand me the body as it
 arrives", and aiohttp's response machinery (StreamReader, multidict headers, URL objects,
-tracing hooks) was the largest single item in the gateway's profile: 104 µs of a ~300 µs
-request, ~100 µs more per 21-event stream.  This client keeps what a relay needs (TLS with
+tracing hooks) was the largest single item in the gateway's profile (figures in
+docs/stack-choice.md, "Revisited").  This client keeps what a relay needs (TLS with
 the system trust store, connect and read timeouts, keep-alive reuse with one retry on a stale
 connection, backpressure, a short DNS cache) and nothing else; docs/stack-choice.md and docs/performance.md
 have the measurements.

@@ -35,9 +35,10 @@ from majordomo_gateway.storage.records import (
 )
 
 # Column types for the batch insert.  The whole batch travels as ONE jsonb parameter (an array of row
-# arrays, serialized by orjson in C): asyncpg's per-element encoding of one array per column cost 10-15 µs
-# per row on the event loop, and PostgreSQL parses the JSON in its own process instead.  One round trip
-# per batch, and ON CONFLICT keeps replays of the spool idempotent (COPY cannot skip duplicates).
+# arrays, serialized by orjson in C): asyncpg's per-element encoding of one array per column cost
+# several times more per row on the event loop (docs/stack-choice.md), and PostgreSQL parses the
+# JSON in its own process instead.  One round trip per batch, and ON CONFLICT keeps replays of the
+# spool idempotent (COPY cannot skip duplicates).
 _PG_TYPES: dict[str, str] = {
     "id": "uuid", "majordomo_api_key_id": "uuid", "provider_api_key_hash": "text",
     "provider_api_key_alias": "text", "provider": "text", "route": "text", "model": "text",

@@ -57,7 +57,7 @@ class RequestRecord:
 
     def as_tuple(self) -> tuple[Any, ...]:
         # Shallow on purpose: dataclasses.astuple deep-copies (raw_metadata included), which cost
-        # ~25 µs per row in the writer's profile.
+        # a cost the writer's profile showed per row (docs/performance.md).
         return _column_values(self)
 
     def to_json(self) -> bytes:
