@@ -15,6 +15,7 @@ from majordomo_gateway import __version__
 from majordomo_gateway.cli import db as db_commands
 from majordomo_gateway.cli import keys as key_commands
 from majordomo_gateway.cli import pricing as pricing_commands
+from majordomo_gateway.cli import report as report_command
 from majordomo_gateway.cli import reprice as reprice_command
 from majordomo_gateway.cli import serve as serve_command
 from majordomo_gateway.cli import status as status_command
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     key_commands.add_parsers(commands, _common)
     pricing_commands.add_parsers(commands, _common)
+    report_command.add_parser(commands, _common)
     reprice_command.add_parser(commands, _common)
     status_command.add_parser(commands)
     return parser

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from majordomo_gateway.storage.columns import cost_value
 from majordomo_gateway.storage.errors import DatabaseUnavailable
@@ -95,7 +95,16 @@ class CostStore(Protocol):
         ...
 
 
-class Database(LoggingDatabase, KeyStore, CostStore, Protocol):
+class ReportStore(Protocol):
+    """Aggregates for reports (reports/usage.py builds the statement for ``Connection.dialect``)."""
+
+    async def aggregate(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        """Run a read-only statement; rows as dicts by column name.  On SQLite the statement may
+        call ``majordomo_bucket(requested_at, period, tz)`` (timebuckets.bucket_start)."""
+        ...
+
+
+class Database(LoggingDatabase, KeyStore, CostStore, ReportStore, Protocol):
     """Every role: what a backend implements."""
 
 

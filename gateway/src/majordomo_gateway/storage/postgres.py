@@ -215,6 +215,9 @@ class PostgresDatabase:
             raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
         return int(status.rsplit(" ", 1)[-1])
 
+    async def aggregate(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        return [dict(row) for row in await self._fetch(sql, *args)]
+
     async def unpriced_models(self) -> list[UnpricedModel]:
         return [unpriced_model(r, DIALECT) for r in await self._fetch(_UNPRICED.sql)]
 

@@ -41,6 +41,7 @@ from majordomo_gateway.storage.records import (
     has_nul,
     without_nul,
 )
+from majordomo_gateway.timebuckets import bucket_start
 
 T = TypeVar("T")
 
@@ -132,6 +133,7 @@ class SQLiteDatabase:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.create_function("majordomo_bucket", 3, bucket_start, deterministic=True)
             return conn
 
         try:
@@ -279,6 +281,14 @@ class SQLiteDatabase:
             return cursor.rowcount
 
         return await self._run(update) if params else 0
+
+    async def aggregate(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cursor = conn.execute(sql, tuple(args))
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        return await self._run(read)
 
     async def unpriced_models(self) -> list[UnpricedModel]:
         return await self._run(lambda conn: [unpriced_model(r, DIALECT) for r in _rows(conn, _UNPRICED, ())])
