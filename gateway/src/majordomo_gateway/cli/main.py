@@ -15,8 +15,10 @@ from majordomo_gateway import __version__
 from majordomo_gateway.cli import db as db_commands
 from majordomo_gateway.cli import keys as key_commands
 from majordomo_gateway.cli import pricing as pricing_commands
+from majordomo_gateway.cli import proxy_keys as proxy_key_commands
 from majordomo_gateway.cli import report as report_command
 from majordomo_gateway.cli import reprice as reprice_command
+from majordomo_gateway.cli import secrets as secrets_commands
 from majordomo_gateway.cli import serve as serve_command
 from majordomo_gateway.cli import status as status_command
 from majordomo_gateway.config import ConfigError
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=db_commands.migrate)
 
     key_commands.add_parsers(commands, _common)
+    proxy_key_commands.add_parsers(commands, _common)
+    secrets_commands.add_parsers(commands, _common)
     pricing_commands.add_parsers(commands, _common)
     report_command.add_parser(commands, _common)
     reprice_command.add_parser(commands, _common)

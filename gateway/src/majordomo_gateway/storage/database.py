@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from majordomo_gateway.storage.columns import cost_value
 from majordomo_gateway.storage.errors import DatabaseUnavailable
 from majordomo_gateway.storage.migration import MIGRATIONS_DIR, Migration, load_migrations
+from majordomo_gateway.storage.proxy_keys import ProxyKeyTable
 from majordomo_gateway.storage.records import (
     CostUpdate,
     InsertResult,
@@ -104,7 +105,13 @@ class ReportStore(Protocol):
         ...
 
 
-class Database(LoggingDatabase, KeyStore, CostStore, ReportStore, Protocol):
+class ProxyKeyStore(Protocol):
+    """Proxy keys and their encrypted provider keys (storage/proxy_keys.py)."""
+
+    proxy_keys: ProxyKeyTable
+
+
+class Database(LoggingDatabase, KeyStore, CostStore, ReportStore, ProxyKeyStore, Protocol):
     """Every role: what a backend implements."""
 
 

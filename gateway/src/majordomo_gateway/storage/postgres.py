@@ -11,6 +11,7 @@ import orjson
 
 from majordomo_gateway.storage.columns import (
     Dialect,
+    NamedRow,
     Query,
     key_queries,
     key_record,
@@ -21,6 +22,7 @@ from majordomo_gateway.storage.columns import (
 )
 from majordomo_gateway.storage.errors import DatabaseUnavailable
 from majordomo_gateway.storage.migration import load_migrations
+from majordomo_gateway.storage.proxy_keys import ProxyKeyTable
 from majordomo_gateway.storage.records import (
     COLUMNS,
     CostUpdate,
@@ -106,6 +108,10 @@ class PostgresDatabase:
         self._pool: asyncpg.Pool | None = None
         self._min_size = min_size
         self._max_size = max_size
+        self.proxy_keys = ProxyKeyTable(self, DIALECT, lambda moment: moment)
+
+    async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
+        return list(await self._fetch(query.sql, *args))
 
     async def connect(self) -> None:
         if self._pool is not None:

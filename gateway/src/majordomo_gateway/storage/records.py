@@ -207,3 +207,30 @@ class UnpricedModel:
     requests: int
     first_seen: datetime
     last_seen: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class ProxyKeyRecord:
+    """A proxy key as stored: never the key itself.  Field names are the ``proxy_keys`` columns read."""
+
+    id: str
+    name: str
+    majordomo_api_key_id: str
+    key_prefix: str
+    created_at: datetime
+    updated_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(slots=True, frozen=True)
+class ProviderSecretRecord:
+    """One provider key of a proxy key, encrypted (auth/secrets.py); ``provider_key_hash`` is the
+    SHA-256 the request rows record, so rows can be matched to the key without decrypting it."""
+
+    proxy_key_id: str
+    provider: str
+    secret_key_id: str
+    ciphertext: str
+    provider_key_hash: str
+    created_at: datetime
+    updated_at: datetime

@@ -20,6 +20,7 @@ import orjson
 
 from majordomo_gateway.storage.columns import (
     Dialect,
+    NamedRow,
     Query,
     key_queries,
     key_record,
@@ -30,6 +31,7 @@ from majordomo_gateway.storage.columns import (
 )
 from majordomo_gateway.storage.errors import DatabaseUnavailable
 from majordomo_gateway.storage.migration import load_migrations, split_statements
+from majordomo_gateway.storage.proxy_keys import ProxyKeyTable
 from majordomo_gateway.storage.records import (
     COLUMNS,
     CostUpdate,
@@ -108,6 +110,10 @@ class SQLiteDatabase:
         self.path = path
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self.proxy_keys = ProxyKeyTable(self, DIALECT, _ts)
+
+    async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
+        return await self._run(lambda conn: list(_rows(conn, query, args)))
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._executor is None or self._conn is None:

@@ -1,0 +1,23 @@
+-- Proxy keys (mdm_pk_...): one secret per app that stands for a Majordomo key and, per provider,
+-- a provider key stored encrypted (auth/secrets.py).  Only hashes of the proxy keys are stored.
+CREATE TABLE proxy_keys (
+    id UUID PRIMARY KEY,
+    name TEXT NOT NULL,
+    majordomo_api_key_id UUID NOT NULL REFERENCES api_keys (id),
+    key_hash TEXT NOT NULL UNIQUE,
+    key_prefix TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    revoked_at TIMESTAMPTZ
+);
+
+CREATE TABLE proxy_key_providers (
+    proxy_key_id UUID NOT NULL REFERENCES proxy_keys (id),
+    provider TEXT NOT NULL,
+    secret_key_id TEXT NOT NULL,
+    ciphertext TEXT NOT NULL,
+    provider_key_hash TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (proxy_key_id, provider)
+);
