@@ -108,6 +108,10 @@ async def test_google_genai_sync_and_async(env: GatewayProcess, mock_upstream: M
         with tag(step="stream"):
             chunks = [chunk async for chunk in await client.aio.models.generate_content_stream(
                 model="gemini-2.5-flash", contents="Hello!")]
+        # google-genai merges HttpOptions headers into the request itself, so (as the guide says) they win.
+        with_defaults = genai.Client(api_key=PROVIDER_KEYS["GEMINI_API_KEY"], http_options=genai_types.HttpOptions(
+            base_url=env.url, headers={"X-Majordomo-Feature": "client-level"}))
+        default_reply = await with_defaults.aio.models.generate_content(model="gemini-2.5-flash", contents="Hi")
         direct.models.generate_content(model="gemini-2.5-flash", contents="Hello!")
         await direct.aio.models.generate_content(model="gemini-2.5-flash", contents="Hello!")
 
@@ -118,6 +122,8 @@ async def test_google_genai_sync_and_async(env: GatewayProcess, mock_upstream: M
     assert sync_row["raw_metadata"] == {"Feature": "genai", "User-Id": "u-9"}
     assert stream_row["streamed"] is True
     assert stream_row["raw_metadata"] == {"Feature": "genai", "User-Id": "u-9", "Step": "stream"}
+    default_id = default_reply.sdk_http_response.headers["x-majordomo-request-id"]  # type: ignore[union-attr,index]
+    assert (await env.row(default_id))["raw_metadata"] == {"Feature": "client-level", "User-Id": "u-9"}
     assert mock_upstream.requests[-1].query_params.get("key") == "AIza-direct" or \
         mock_upstream.requests[-1].header("x-goog-api-key") == "AIza-direct"
     no_majordomo_headers(mock_upstream)

@@ -102,6 +102,16 @@ async def test_async_with_and_reused_tag_object_in_concurrent_tasks() -> None:
     assert second == {"X-Majordomo-Feature": "shared", "X-Majordomo-User-Id": "u-2"}
 
 
+def test_decorated_async_callable_that_is_not_async_def() -> None:
+    class Call:
+        async def __call__(self) -> dict[str, str]:
+            await asyncio.sleep(0)
+            return current_tags()
+
+    tagged = tag(user_id="u-1")(Call())
+    assert asyncio.run(tagged()) == {"X-Majordomo-User-Id": "u-1"}
+
+
 def test_threads_see_tags_only_with_a_copied_context() -> None:
     seen: dict[str, dict[str, str]] = {}
     with tag(user_id="u-1"):

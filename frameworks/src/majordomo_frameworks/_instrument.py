@@ -199,6 +199,8 @@ def instrument(*gateway_urls: str) -> None:
     given here (scheme, host, port and path prefix must match; ``localhost`` and ``127.0.0.1`` differ).
     Requests to any other URL are left untouched: tags and the key never reach a provider called
     directly. Calling it again replaces the gateway URLs and patches nothing twice; safe from any thread.
+    It imports those of httpx, httpx2, aiohttp, openai and anthropic that are installed, so clients
+    created before or after the call are covered alike.
     """
     global _gateways
     urls = gateway_urls or (get_gateway_url(),)

@@ -17,7 +17,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Collection, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -151,9 +151,18 @@ class Tag:
         @functools.wraps(func)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
             with self:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                # An async callable that isn't an ``async def`` (a partial, an object with an async
+                # __call__): its body runs when awaited, after this block has ended.
+                return cast(R, self._run_tagged(result))
+            return result
 
         return run
+
+    async def _run_tagged(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        with self:
+            return await coroutine
 
 
 def tag(
