@@ -116,7 +116,8 @@ async def test_structured_output_agent(env: GatewayProcess, provider: str) -> No
                              model_settings=settings_for(provider, headers_for(provider, feature="structured")))
     assert isinstance(result.output, CityInfo)
     [row] = await latest_rows(env, 1)
-    assert row["raw_metadata"] == {"Feature": "structured"}
+    # Inside an agent run, Step and Session-Id default to the agent's name and the run id.
+    assert row["raw_metadata"] == {"Feature": "structured", "Step": "agent", "Session-Id": result.run_id}
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
@@ -128,6 +129,16 @@ async def test_key_is_sent_even_without_model_settings(env: GatewayProcess, mock
     assert result.output == "Hello from the mock upstream."
     [row] = await latest_rows(env, 1)
     assert row["majordomo_api_key_id"] == env.key_id
+    assert row["raw_metadata"] == {"Step": "agent", "Session-Id": result.run_id}
+
+
+async def test_no_default_metadata_with_auto_false(env: GatewayProcess) -> None:
+    from majordomo_frameworks import tag
+
+    agent = Agent(model=create_model("openai"))
+    with tag(auto=False):
+        await agent.run("prompt")
+    [row] = await latest_rows(env, 1)
     assert row["raw_metadata"] == {}
 
 
@@ -157,7 +168,7 @@ async def test_anthropic_settings_reach_upstream_intact(env: GatewayProcess, moc
         },
     )
     mock_upstream.clear()
-    await agent.run("Analyze this data...", model_settings=settings)
+    result = await agent.run("Analyze this data...", model_settings=settings)
     [seen] = mock_upstream.requests
     body = seen.json()
     assert body["max_tokens"] == 64000
@@ -172,7 +183,8 @@ async def test_anthropic_settings_reach_upstream_intact(env: GatewayProcess, moc
     assert (row["model"], row["input_tokens"], row["output_tokens"]) == ("claude-opus-4-5-20251101", 50_000, 2_000)
     assert (row["cached_tokens"], row["cache_creation_tokens"], row["cache_creation_1h_tokens"]) == (
         30_000, 15_000, 5_000)
-    assert row["raw_metadata"] == {"Feature": "research-agent", "Step": "analysis", "User-Id": "user-123"}
+    assert row["raw_metadata"] == {"Feature": "research-agent", "Step": "analysis", "User-Id": "user-123",
+                                   "Session-Id": result.run_id}
     # Claude Opus 4.5: $5 input, $0.50 cache read, $6.25 5-minute write, $10 1-hour write, $25 output /MTok.
     expected = (Decimal(5_000) * 5 + Decimal(30_000) * Decimal("0.5") + Decimal(10_000) * Decimal("6.25")
                 + Decimal(5_000) * 10 + Decimal(2_000) * 25) / 1_000_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -31,7 +32,7 @@ def assert_single(request: RecordedRequest, name: str, value: str) -> None:
 class TestCreateModel:
     def test_openai(self, gateway_env: FakeGateway) -> None:
         model = create_model("openai", feature="chat")
-        assert type(model) is OpenAIChat
+        assert isinstance(model, OpenAIChat) and not isinstance(model, OpenAILike)
         assert model.id == "gpt-4o"
         assert model.base_url == f"{gateway_env.url}/v1"
         assert model.api_key == PROVIDER_KEYS["OPENAI_API_KEY"]
@@ -120,3 +121,31 @@ async def test_agent_arun_through_gateway(gateway_env: FakeGateway, provider: st
     request = gateway_env.last()
     assert_single(request, "X-Majordomo-Key", MAJORDOMO_KEY)
     assert_single(request, "X-Majordomo-Feature", "async")
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "gemini"])
+async def test_tags_reach_create_model_models_without_instrument(gateway_env: FakeGateway, provider: str) -> None:
+    """A tag replaces the metadata given to create_model; concurrent runs keep their own tags."""
+    from majordomo_frameworks import tag
+
+    agent = Agent(model=create_model(provider, feature="model-level", step="main"),  # type: ignore[call-overload]
+                  telemetry=False)
+
+    async def run(user: str) -> None:
+        with tag(feature="tagged", user_id=user):
+            await agent.arun(f"Hello {user}!")
+
+    await asyncio.gather(run("u-1"), run("u-2"))
+    with tag(team="sync"):
+        agent.run("Hello sync!")
+    requests = gateway_env.snapshot()
+    by_user = {r.header("X-Majordomo-User-Id"): r for r in requests}
+    assert set(by_user) == {"u-1", "u-2", None}
+    for user in ("u-1", "u-2"):
+        request = by_user[user]
+        assert user in str(request.body["messages"])
+        assert_single(request, "X-Majordomo-Feature", "tagged")
+        assert_single(request, "X-Majordomo-Step", "main")
+        assert_single(request, "X-Majordomo-Key", MAJORDOMO_KEY)
+    assert_single(by_user[None], "X-Majordomo-Team", "sync")
+    assert_single(by_user[None], "X-Majordomo-Feature", "model-level")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from frameworks_fake_gateway import FakeGateway
 from frameworks_test_env import MAJORDOMO_KEY
+from majordomo_frameworks import uninstrument
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = (REPO_ROOT / "docs" / "pydantic-ai-guide.md", REPO_ROOT / "frameworks" / "README.md")
@@ -71,6 +72,7 @@ def fresh_http_clients() -> Iterator[None]:
     _forget_process_wide_http_clients()
     yield
     _forget_process_wide_http_clients()
+    uninstrument()  # a snippet that calls instrument() must not instrument the snippets after it
 
 
 @pytest.mark.usefixtures("fresh_http_clients")
@@ -90,7 +92,10 @@ def test_snippet_runs(snippet: Snippet, gateway_env: FakeGateway, monkeypatch: p
     code = compile(snippet.source, f"{snippet.document}:{snippet.line}", "exec")
     exec(code, {"__name__": "__main__"})
 
-    for request in gateway_env.snapshot():
+    requests = gateway_env.snapshot()
+    if re.search(r"\btag\(", snippet.source):
+        assert any(request.header("X-Majordomo-Feature") for request in requests), "the tags were not sent"
+    for request in requests:
         assert request.path in ("/v1/messages", "/v1/chat/completions"), request.path
         if uses_majordomo:
             assert request.header("X-Majordomo-Key") == MAJORDOMO_KEY

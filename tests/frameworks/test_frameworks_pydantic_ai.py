@@ -285,3 +285,69 @@ async def test_agent_context_manager_can_be_reentered(gateway_env: FakeGateway, 
         async with agent:
             assert (await agent.run("Hello!")).output == REPLY_TEXT
         assert_single(gateway_env.last(), "X-Majordomo-Key", MAJORDOMO_KEY)
+
+
+# --- tag(): create_model models pick tags up without instrument() --------------------------------------
+
+
+async def test_tag_precedence_run_settings_over_tag_over_create_model(gateway_env: FakeGateway) -> None:
+    from majordomo_frameworks import tag
+
+    model = create_model("openai", feature="model-level", user_id="model-user",
+                         extra_headers={"X-Majordomo-Team": "model-team"})
+    agent = Agent(model=model, name="writer")
+    with tag(feature="tagged", user_id="tag-user"):
+        await agent.run("Hello!", model_settings={"extra_headers": {"X-Majordomo-User-Id": "run-user"}})
+    request = gateway_env.last()
+    assert_single(request, "X-Majordomo-Feature", "tagged")
+    assert_single(request, "X-Majordomo-User-Id", "run-user")
+    assert_single(request, "X-Majordomo-Team", "model-team")
+    assert_single(request, "X-Majordomo-Key", MAJORDOMO_KEY)
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "gemini"])
+async def test_concurrent_runs_keep_their_tags_and_default_step_and_session(
+        gateway_env: FakeGateway, provider: str) -> None:
+    from majordomo_frameworks import tag
+
+    model = create_model(provider)  # type: ignore[call-overload]
+    planner = Agent(model=model, name="planner")
+    writer = Agent(model=model, name="writer")
+
+    @tag(feature="workflow")
+    async def workflow(user: str) -> list[str]:
+        with tag(user_id=user):
+            first = await planner.run(f"plan for {user}")
+            second = await writer.run(f"write for {user}")
+        return [first.run_id, second.run_id]
+
+    runs = await asyncio.gather(workflow("u-1"), workflow("u-2"))
+    seen = {(r.header("X-Majordomo-User-Id"), r.header("X-Majordomo-Step")): r for r in gateway_env.snapshot()}
+    assert set(seen) == {(user, step) for user in ("u-1", "u-2") for step in ("planner", "writer")}
+    for (user, step), request in seen.items():
+        index = ("u-1", "u-2").index(user)
+        assert user in str(request.body)
+        assert_single(request, "X-Majordomo-Feature", "workflow")
+        assert_single(request, "X-Majordomo-Session-Id", runs[index][("planner", "writer").index(step)])
+        if provider == "gemini":
+            assert_single(request, "X-Majordomo-Provider", "gemini-openai")
+
+
+async def test_tag_overrides_default_step_and_auto_false_turns_defaults_off(gateway_env: FakeGateway) -> None:
+    from majordomo_frameworks import tag
+
+    agent = Agent(model=create_model("anthropic"), name="researcher")
+    with tag(step="analysis", session_id="conversation-7"):
+        await agent.run("Hello!")
+    request = gateway_env.last()
+    assert_single(request, "X-Majordomo-Step", "analysis")
+    assert_single(request, "X-Majordomo-Session-Id", "conversation-7")
+
+    with tag(auto=False):
+        await agent.run("Hello!")
+        with tag(feature="inner"):  # an inner tag keeps the outer auto=False
+            await agent.run("Hello!")
+    for request in gateway_env.snapshot()[-2:]:
+        assert request.header("X-Majordomo-Step") is None
+        assert request.header("X-Majordomo-Session-Id") is None
+    assert gateway_env.last().header("X-Majordomo-Feature") == "inner"

@@ -1,14 +1,16 @@
 """agno models routed through the Majordomo Gateway.
 
-agno has no per-run header settings for every model class, so the ``X-Majordomo-*`` metadata is fixed
-when the model is created and sent as the SDK client's default headers on every request. Create one
-model per feature/step you want to tell apart in the logs (models are cheap to create).
+agno has no per-run header settings for every model class, so the metadata given to ``create_model`` is
+fixed when the model is created and sent as the SDK client's default headers on every request. Per-run
+metadata comes from ``majordomo_frameworks.tag(...)`` blocks around ``agent.run``/``agent.arun``: the
+models ``create_model`` returns add the current tags to each request (a tag replaces the same header given
+to ``create_model``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 try:
     from agno.models.anthropic import Claude
@@ -21,8 +23,39 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 from ._config import PROVIDER_DEFAULTS, Provider, get_gateway_url, get_provider_api_key, validate_provider
 from ._headers import GEMINI_OPENAI_ROUTE, build_headers
+from ._instrument import tagged_sdk_client
 
 __all__ = ["create_model"]
+
+
+# agno builds its SDK clients lazily (and again once one is closed); each one it builds is made to apply
+# the tags. The subclasses keep their parents' names: agno shows a model's class name as its provider.
+class _TaggedOpenAIChat(OpenAIChat):
+    def get_client(self) -> Any:
+        return tagged_sdk_client(super().get_client())
+
+    def get_async_client(self) -> Any:
+        return tagged_sdk_client(super().get_async_client())
+
+
+class _TaggedOpenAILike(OpenAILike):
+    def get_client(self) -> Any:
+        return tagged_sdk_client(super().get_client())
+
+    def get_async_client(self) -> Any:
+        return tagged_sdk_client(super().get_async_client())
+
+
+class _TaggedClaude(Claude):
+    def get_client(self) -> Any:
+        return tagged_sdk_client(super().get_client())
+
+    def get_async_client(self) -> Any:
+        return tagged_sdk_client(super().get_async_client())
+
+
+for _tagged, _parent in ((_TaggedOpenAIChat, OpenAIChat), (_TaggedOpenAILike, OpenAILike), (_TaggedClaude, Claude)):
+    _tagged.__name__ = _tagged.__qualname__ = _parent.__name__
 
 
 @overload
@@ -84,7 +117,8 @@ def create_model(
       ``client_params={"base_url": <gateway>}``, which agno passes to the Anthropic SDK client (the SDK adds
       ``/v1/messages``, the gateway's native Anthropic route).
 
-    ``X-Majordomo-Key`` and the given metadata are sent as default headers on every request. Raises
+    ``X-Majordomo-Key`` and the given metadata are sent as default headers on every request, and the
+    current ``tag(...)`` headers are added to each request (replacing a default header of the same name). Raises
     ``ValueError`` for an unknown provider and ``MissingEnvironmentVariableError`` (a ``ValueError``)
     naming ``MAJORDOMO_API_KEY`` or the provider's key variable when it is unset.
     """
@@ -102,21 +136,21 @@ def create_model(
     api_key = get_provider_api_key(provider)
 
     if provider == "anthropic":
-        return Claude(
+        return _TaggedClaude(
             id=model,
             api_key=api_key,
             default_headers=default_headers,
             client_params={"base_url": gateway_url},
         )
     if provider == "gemini":
-        return OpenAILike(
+        return _TaggedOpenAILike(
             id=model,
             name="Gemini",
             api_key=api_key,
             base_url=f"{gateway_url}/v1",
             default_headers=default_headers,
         )
-    return OpenAIChat(
+    return _TaggedOpenAIChat(
         id=model,
         api_key=api_key,
         base_url=f"{gateway_url}/v1",

@@ -2,9 +2,12 @@
 
 ``create_model`` returns an ordinary pydantic-ai model whose SDK client points at the gateway and
 sends ``X-Majordomo-Key`` on every request, so runs are authenticated and logged even without
-``model_settings``. Per-run metadata goes in
-``model_settings=...Settings(extra_headers=build_extra_headers(...))``; the SDK merges those headers over
-the client's default headers one header at a time, so nothing set on the client is lost.
+``model_settings``. Per-run metadata comes from ``majordomo_frameworks.tag(...)`` blocks around the run,
+or from ``model_settings=...Settings(extra_headers=build_extra_headers(...))``; the SDK merges those headers
+over the client's default headers one header at a time, so nothing set on the client is lost.
+
+Precedence, highest first: a run's ``extra_headers``; ``tag(...)``; ``create_model(...)`` metadata; inside an
+agent run, ``Step`` = the agent's name and ``Session-Id`` = the run id (``tag(auto=False)`` turns them off).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ else:
 
 from ._config import PROVIDER_DEFAULTS, Provider, get_gateway_url, get_provider_api_key, validate_provider
 from ._headers import GEMINI_OPENAI_ROUTE, build_headers
+from ._instrument import tagged_sdk_client
 
 __all__ = [
     "AnthropicModelSettings",
@@ -78,7 +82,8 @@ def build_extra_headers_gemini(
 
 
 def _set_default_headers(provider: OpenAIProvider | AnthropicProvider, headers: Mapping[str, str]) -> None:
-    """Give the provider's SDK client ``headers`` as default headers, keeping pydantic-ai's HTTP client.
+    """Give the provider's SDK client ``headers`` as default headers, keeping pydantic-ai's HTTP client,
+    and make it add the current ``tag(...)`` headers to each request (no ``instrument()`` needed).
 
     ``OpenAIProvider(openai_client=AsyncOpenAI(default_headers=...))`` would also send them, but
     pydantic-ai never replaces a client passed in, so a second ``asyncio.run`` (or ``run_sync``) on
@@ -86,7 +91,7 @@ def _set_default_headers(provider: OpenAIProvider | AnthropicProvider, headers: 
     ``with_options`` copies the SDK client onto the same HTTP client, which the provider keeps managing
     (its ``_set_http_client`` swaps the HTTP client on ``provider._client``).
     """
-    client_with_headers = provider.client.with_options(default_headers=dict(headers))
+    client_with_headers = tagged_sdk_client(provider.client.with_options(default_headers=dict(headers)))
     provider._client = client_with_headers  # type: ignore[assignment, unused-ignore]  # needed on some pydantic-ai versions; pyright: ignore[reportPrivateUsage]
     if provider.client is not client_with_headers:  # pragma: no cover - guards a future pydantic-ai layout
         raise RuntimeError(
