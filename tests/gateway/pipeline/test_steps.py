@@ -57,6 +57,31 @@ def test_accept_splits_majordomo_headers_from_forwarded_ones() -> None:
     assert (ex.path, ex.raw_path, ex.query) == ("/v1/chat/completions", b"/v1/chat/completions", b"")
 
 
+@pytest.mark.parametrize(("raw_path", "path"), [("/v1/chat/completion%73", "/v1/chat/completions"),
+                                               ("/v1/mess%61ges", "/v1/messages"),
+                                               ("/v1/embedding%73", "/v1/embeddings")])
+def test_accept_decides_on_one_normalised_path(raw_path: str, path: str) -> None:
+    ex = _exchange()
+    # What uvicorn hands over: `path` percent-decoded, `raw_path` as the client sent it.
+    ex.scope.update(path=path, raw_path=raw_path.encode())
+    accept(ex, ProxySettings())
+    assert (ex.path, ex.raw_path) == (path, path.encode())
+
+
+def test_an_encoded_path_is_routed_billed_and_recorded_as_one() -> None:
+    ex = _exchange()
+    ex.scope.update(path="/v1/chat/completions", raw_path=b"/v1/chat/completion%73",
+                    headers=[(b"authorization", b"Bearer sk-abc")])
+    accept(ex, ProxySettings())
+    route(ex, Router(Settings().providers))
+    ex.key, ex.body = KEY, b'{"model": "gpt-4.1", "stream": true}'
+    prepare(ex)
+    assert ex.route is not None and ex.record is not None
+    assert ex.route.name == "openai" and ex.record.request_path == "/v1/chat/completions"
+    assert ex.upstream_path == b"/v1/chat/completions"
+    assert ex.route.provider.bills(ex.upstream_path.decode())
+
+
 def test_accept_rejects_too_much_metadata() -> None:
     ex = _exchange(headers=[(b"x-majordomo-a", b"1"), (b"x-majordomo-b", b"2")])
     with pytest.raises(GatewayError) as caught:
