@@ -64,6 +64,7 @@ SETTINGS: dict[str, str] = {
     "error-type": "error_type",
     "error-message": "error_message",
     "retry-after": "retry_after",
+    "stop-reason": "stop_reason",
     # accepted and ignored: every response is recorded anyway
     "record-response": "",
 }
@@ -161,6 +162,8 @@ class Scenario:
     error_type: str | None = None
     error_message: str | None = None
     retry_after: str | None = None
+    #: Anthropic: the stop_reason to report, as JSON (any value, for the tests of odd answers)
+    stop_reason: str | None = None
 
     def has(self, name: str) -> bool:
         return name in self.names

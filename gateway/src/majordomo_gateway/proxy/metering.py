@@ -12,7 +12,7 @@ from majordomo_gateway.providers.base import UsageResult
 from majordomo_gateway.proxy.exchange import Exchange
 from majordomo_gateway.proxy.routing import Route
 from majordomo_gateway.storage.records import COST_LIMIT, RequestRecord, fits_cost_column, truncate_message
-from majordomo_gateway.usage import Usage, shown_value
+from majordomo_gateway.usage import Usage
 
 __all__ = ["apply_body", "apply_result", "meter", "price"]
 
@@ -80,7 +80,7 @@ def price(record: RequestRecord, prices: PriceBook) -> None:
     if unfit:
         # PostgreSQL would refuse the row and SQLite keep it: neither, on both.
         _copy_usage(record, Usage())
-        _invalid(record, f"cost {shown_value(max(unfit, key=abs))} USD does not fit the cost columns "
+        _invalid(record, f"cost {max(unfit, key=abs)} USD does not fit the cost columns "
                          f"(NUMERIC(20, 10): under {COST_LIMIT} USD); tokens and cost not recorded")
         return
     record.input_cost = cost.input_cost
