@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
 import pytest
+from majordomo_gateway.cli.reprice import _repriced
+from majordomo_gateway.pricing.price import Price
+from majordomo_gateway.storage.database import UsageRow
+from majordomo_gateway.usage import Usage
 
 from tests.support import GatewayProcess, majordomo
 from tests.support.client import post
@@ -137,3 +142,19 @@ def test_text_output(fresh_gateway: GatewayProcess, tmp_path: Path) -> None:
     overrides.write_text("models: [{provider: openai}]\n")
     bad = majordomo("pricing", "show", "gpt-4o", env=env, check=False)
     assert bad.returncode == 2 and "prices.yaml" in bad.stderr
+
+
+class _Book:
+    def __init__(self, total: Decimal) -> None:
+        self.total = total
+
+    def price(self, provider: str, model: str | None, usage: Usage, *, when: datetime | None = None) -> Price:
+        return Price(self.total, Decimal(0), self.total, True, "m")
+
+
+@pytest.mark.parametrize(("total", "stored"), [(Decimal("12.5"), Decimal("12.5")), (Decimal(10) ** 10, None)])
+def test_reprice_leaves_a_cost_the_columns_cannot_hold_unpriced(total: Decimal, stored: Decimal | None) -> None:
+    row = UsageRow("id-1", "openai", "gpt-4.1", datetime(2026, 1, 1, tzinfo=UTC), Usage(10, 1), None, None, None,
+                   False)
+    update = _repriced(row, _Book(total))  # type: ignore[arg-type]
+    assert (update.total_cost, update.input_cost, update.model_alias_found) == (stored, stored, stored is not None)
