@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
 import pytest
+from majordomo_gateway.cli.reprice import _repriced
+from majordomo_gateway.pricing.price import Price
+from majordomo_gateway.storage.database import UsageRow
+from majordomo_gateway.usage import Usage
 
 from tests.support import GatewayProcess, majordomo
 from tests.support.client import post
@@ -155,3 +160,18 @@ def test_pricing_show_knows_configured_providers(tmp_path: Path) -> None:
     assert {"openai", "local"} <= listed and "bare" not in listed
     unknown = majordomo("pricing", "show", "gpt-4o", "--provider", "nowhere", env=env, check=False)
     assert unknown.returncode == 2 and "unknown provider 'nowhere'" in unknown.stderr and "local" in unknown.stderr
+
+class _Book:
+    def __init__(self, total: Decimal) -> None:
+        self.total = total
+
+    def price(self, provider: str, model: str | None, usage: Usage, *, when: datetime | None = None) -> Price:
+        return Price(self.total, Decimal(0), self.total, True, "m")
+
+
+@pytest.mark.parametrize(("total", "stored"), [(Decimal("12.5"), Decimal("12.5")), (Decimal(10) ** 10, None)])
+def test_reprice_leaves_a_cost_the_columns_cannot_hold_unpriced(total: Decimal, stored: Decimal | None) -> None:
+    row = UsageRow("id-1", "openai", "gpt-4.1", datetime(2026, 1, 1, tzinfo=UTC), Usage(10, 1), None, None, None,
+                   False)
+    update = _repriced(row, _Book(total))  # type: ignore[arg-type]
+    assert (update.total_cost, update.input_cost, update.model_alias_found) == (stored, stored, stored is not None)

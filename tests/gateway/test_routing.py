@@ -1,7 +1,7 @@
 import pytest
 from majordomo_gateway.config import load_settings
 from majordomo_gateway.proxy.headers import MetadataError, canonical_name, split_headers
-from majordomo_gateway.proxy.routing import Router, RoutingError
+from majordomo_gateway.proxy.routing import Router, RoutingError, normalise_path
 
 ENDPOINTS = load_settings(environ={
     "MAJORDOMO_PROVIDERS_OPENAI_BASE_URL": "http://openai.test",
@@ -79,6 +79,32 @@ def test_unknown_path_is_refused_not_guessed(router: Router) -> None:
 def test_paths_that_could_change_the_upstream_are_refused(router: Router, raw_path: bytes) -> None:
     with pytest.raises(RoutingError):
         router.resolve(raw_path.decode("latin-1"), raw_path, None)
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "normalised"),
+    [
+        (b"/v1/chat/completion%73", b"/v1/chat/completions"),
+        (b"/v1/mess%61ges", b"/v1/messages"),
+        (b"/v1/embedding%73", b"/v1/embeddings"),
+        (b"/%76%31/%63hat/completions", b"/v1/chat/completions"),
+        (b"/v1/chat%2Dx%5f%7e%2E", b"/v1/chat-x_~."),
+        # Escapes of reserved and other characters mean something: kept as the client wrote them.
+        (b"/v1beta/models/gemini-2.0-flash%3AgenerateContent", b"/v1beta/models/gemini-2.0-flash%3AgenerateContent"),
+        (b"/v1/a%2Fb%20c%25%C3%A9", b"/v1/a%2Fb%20c%25%C3%A9"),
+        (b"/v1/x%7", b"/v1/x%7"),
+        (b"/v1/chat/completions", b"/v1/chat/completions"),
+    ],
+)
+def test_percent_encoded_unreserved_characters_are_decoded(raw_path: bytes, normalised: bytes) -> None:
+    assert normalise_path(raw_path) == normalised
+
+
+def test_encoded_dot_segments_are_refused_once_decoded(router: Router) -> None:
+    raw_path = normalise_path(b"/v1/%2e%2E/x")
+    assert raw_path == b"/v1/../x"
+    with pytest.raises(RoutingError):
+        router.resolve(raw_path.decode(), raw_path, None)
 
 
 def test_provider_header_cannot_choose_a_host(router: Router) -> None:

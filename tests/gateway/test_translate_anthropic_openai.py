@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import orjson
 import pytest
 from majordomo_gateway.providers.registry import PROVIDERS
@@ -228,3 +230,57 @@ def test_stream_translation_does_not_depend_on_chunking() -> None:
     byte_by_byte = translate([STREAM[i:i + 1] for i in range(len(STREAM))], True)
     assert [c if isinstance(c, str) else {**c, "created": 0} for c in byte_by_byte] == \
         [c if isinstance(c, str) else {**c, "created": 0} for c in whole]
+
+
+# Values a broken or hostile upstream may put anywhere: none may stop the translation mid-answer.
+ODD_VALUES = [None, [], {}, [1, "x"], {"a": [None]}, True, -1, 1e300, 2**63, 2**64 - 1, -(2**63), 2.5, "", "x" * 300,
+              "\u0000", 0]
+
+
+def _odd_stream(rng: random.Random) -> bytes:
+    """STREAM with one value (or a whole field) somewhere replaced by an odd one."""
+    events = []
+    for block in STREAM.split(b"\n\n"):
+        if not block:
+            continue
+        name, data = block.split(b"\n", 1)
+        obj = orjson.loads(data.removeprefix(b"data: "))
+        if rng.random() < 0.5:
+            target = obj
+            while True:
+                key = rng.choice(list(target))
+                if isinstance(target[key], dict) and target[key] and rng.random() < 0.6:
+                    target = target[key]
+                    continue
+                target[key] = rng.choice(ODD_VALUES)
+                break
+        events.append(name + b"\ndata: " + orjson.dumps(obj) + b"\n\n")
+    return b"".join(events)
+
+
+def test_odd_values_never_stop_the_translation() -> None:
+    rng = random.Random(20261204)
+    for _ in range(400):
+        stream = _odd_stream(rng)
+        for include_usage in (True, False):
+            translate([stream], include_usage)  # every event out is JSON (or [DONE]): translate parses them
+        message = orjson.loads(stream.split(b"\n\n")[0].split(b"data: ", 1)[1]).get("message")
+        if isinstance(message, dict):
+            to_openai_completion({**message, "content": rng.choice(ODD_VALUES),
+                                  "stop_reason": rng.choice(ODD_VALUES)}, created=0, fallback_model="m")
+
+
+def test_stop_reason_and_counts_that_are_not_ones() -> None:
+    completion = to_openai_completion(
+        {"id": "msg_1", "model": "m", "content": [{"type": "text", "text": "Hi"}], "stop_reason": [],
+         "usage": {"input_tokens": 10, "output_tokens": 1e300}}, created=0, fallback_model=None)
+    assert completion["choices"][0]["finish_reason"] == "stop"
+    assert "usage" not in completion  # not counts the gateway can vouch for
+    odd = STREAM.replace(b'"stop_reason":"tool_use"', b'"stop_reason":[]').replace(
+        b'"output_tokens":42', b'"output_tokens":1e300')
+    assert odd != STREAM
+    events = translate([odd], True)
+    assert events[-1] == "[DONE]"
+    reasons = [c["choices"][0]["finish_reason"] for c in events[:-1] if c["choices"]]
+    assert [reason for reason in reasons if reason] == ["stop"]
+    assert all(c["choices"] for c in events[:-1])  # no usage chunk for usage that is not usage

@@ -3,7 +3,8 @@
 - ``tests.support.processes``: the repo and venv paths, free ports, the ``majordomo`` CLI, ``run_sync``
 - ``tests.support.postgres``: throwaway databases on the machine's PostgreSQL
 - ``tests.support.gateway``: ``GatewayProcess`` (a real ``majordomo serve``) and reading back its rows
-- ``tests.support.client``: calling a gateway as a client does (``post``, ``usage_header``)
+- ``tests.support.client``: calling a gateway as a client does (``post``, ``usage_header``; ``read_until_and_close``,
+  a raw socket that hangs up as soon as it has a given event)
 - ``tests.support.records``: ``RequestRecord`` rows for the storage and spool tests
 - ``tests.support.guide``: the guide's SQL, and the keys and models of the end-to-end agents
 - ``tests.support.reliability``: fault-injection plumbing (own PostgreSQL cluster, load, accounting)

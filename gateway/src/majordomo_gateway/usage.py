@@ -29,3 +29,34 @@ class Usage:
     cache_creation_1h_tokens: int = 0
     reasoning_tokens: int = 0
     web_search_requests: int = 0
+
+
+#: The largest token (or request) count a usage report may hold: a thousand times the longest
+#: context window of any model today (1 to 10 million tokens), and far inside the BIGINT columns
+#: (2^63) even summed, and inside the cost columns once priced.  A larger count is an upstream's
+#: bug or a hostile upstream, never a bill: the usage is recorded as ``invalid``.
+MAX_TOKEN_COUNT = 1_000_000_000
+
+_SHOWN_CHARS = 80
+
+
+class InvalidUsage(ValueError):
+    """A usage report whose counts are not whole numbers from 0 to ``MAX_TOKEN_COUNT``.
+
+    ``values`` holds each offending field (dotted for nested ones) with the value as decoded.
+    """
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+        shown = ", ".join(f"{name}={shown_value(value)}" for name, value in values.items())
+        super().__init__(f"invalid usage reported by the upstream: {shown} (token counts must be whole numbers "
+                         f"from 0 to {MAX_TOKEN_COUNT}); tokens and cost not recorded")
+
+
+def shown_value(value: object) -> str:
+    """A raw value as the row's error_message shows it: its repr, cut short."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for str() (sys.set_int_max_str_digits)
+        text = f"<an integer of {value.bit_length() if isinstance(value, int) else '?'} bits>"
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"

@@ -20,16 +20,19 @@ from majordomo_gateway.proxy.server_glue import (
     DroppedOnPurpose,
     drop_on_purpose,
     send_now,
+    still_connected,
 )
 
 Scope = MutableMapping[str, Any]
 
 
 class _App:
-    """/eager: sends its body through send_now; /unfinished and /dropped: start, then return."""
+    """/eager: sends its body through send_now; /unfinished and /dropped: start, then return;
+    /gone: sends, waits for the client to leave, sends again, saying each time whether it was written."""
 
     def __init__(self) -> None:
         self.send_now_results: list[object] = []
+        self.connected: list[bool] = []
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -42,6 +45,14 @@ class _App:
                                                          "more_body": True}))
             self.send_now_results.append(send_now(send, {"type": "http.response.body", "body": b"two",
                                                          "more_body": False}))
+            return
+        if scope["path"] == "/gone":
+            connected = still_connected(send)
+            await send({"type": "http.response.body", "body": b"first\n", "more_body": True})
+            self.connected.append(connected())
+            assert (await receive())["type"] == "http.disconnect"
+            await send({"type": "http.response.body", "body": b"second\n", "more_body": True})
+            self.connected.append(connected())
             return
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         if scope["path"] == "/dropped":
@@ -136,3 +147,29 @@ async def test_the_filter_hides_only_responses_dropped_on_purpose(server: tuple[
     finally:
         logger.removeFilter(glue_filter)
         logger.removeHandler(handler)
+
+
+async def test_still_connected_tells_a_written_send_from_one_after_the_client_left(
+        server: tuple[_App, int]) -> None:
+    app, port = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /gone HTTP/1.1\r\nHost: test\r\n\r\n")
+    await writer.drain()
+    received = b""
+    while b"first" not in received:
+        received += await asyncio.wait_for(reader.read(4096), 10)
+    writer.close()
+    for _ in range(200):
+        if len(app.connected) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert app.connected == [True, False], (
+        "uvicorn's send() no longer shows (through its cycle's `disconnected`) whether it wrote to the client: "
+        "the relay cannot tell a stream's terminal event sent from one lost (proxy/server_glue.py, point 4)")
+
+
+def test_still_connected_without_a_server_that_says_counts_every_send() -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
+        return None
+
+    assert still_connected(send)() is True

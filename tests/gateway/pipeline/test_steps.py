@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from majordomo_gateway.config import ProxySettings, Settings
 from majordomo_gateway.pricing import PriceBook
+from majordomo_gateway.pricing.price import Price
 from majordomo_gateway.providers.base import UsageResult
 from majordomo_gateway.proxy.errors import GatewayError
 from majordomo_gateway.proxy.exchange import Exchange
@@ -55,6 +57,31 @@ def test_accept_splits_majordomo_headers_from_forwarded_ones() -> None:
     assert ex.headers.majordomo_key == "mdm_sk_1" and ex.headers.metadata == {"Team": "search"}
     assert ex.headers.forward == [("authorization", "Bearer sk-abc")]
     assert (ex.path, ex.raw_path, ex.query) == ("/v1/chat/completions", b"/v1/chat/completions", b"")
+
+
+@pytest.mark.parametrize(("raw_path", "path"), [("/v1/chat/completion%73", "/v1/chat/completions"),
+                                               ("/v1/mess%61ges", "/v1/messages"),
+                                               ("/v1/embedding%73", "/v1/embeddings")])
+def test_accept_decides_on_one_normalised_path(raw_path: str, path: str) -> None:
+    ex = _exchange()
+    # What uvicorn hands over: `path` percent-decoded, `raw_path` as the client sent it.
+    ex.scope.update(path=path, raw_path=raw_path.encode())
+    accept(ex, ProxySettings())
+    assert (ex.path, ex.raw_path) == (path, path.encode())
+
+
+def test_an_encoded_path_is_routed_billed_and_recorded_as_one() -> None:
+    ex = _exchange()
+    ex.scope.update(path="/v1/chat/completions", raw_path=b"/v1/chat/completion%73",
+                    headers=[(b"authorization", b"Bearer sk-abc")])
+    accept(ex, ProxySettings())
+    route(ex, Router(Settings().providers))
+    ex.key, ex.body = KEY, b'{"model": "gpt-4.1", "stream": true}'
+    prepare(ex)
+    assert ex.route is not None and ex.record is not None
+    assert ex.route.name == "openai" and ex.record.request_path == "/v1/chat/completions"
+    assert ex.upstream_path == b"/v1/chat/completions"
+    assert ex.route.provider.bills(ex.upstream_path.decode())
 
 
 def test_accept_rejects_too_much_metadata() -> None:
@@ -167,3 +194,41 @@ def test_price_leaves_unreported_usage_unpriced() -> None:
     assert ex.record is not None
     price(ex.record, PriceBook(None))
     assert ex.record.total_cost is None
+
+
+def test_invalid_usage_is_recorded_with_its_reason_before_any_error() -> None:
+    ex = _routed(b'{"model":"gpt-4o-mini"}')
+    prepare(ex)
+    assert ex.record is not None and ex.route is not None
+    ex.record.status_code = 200
+    apply_result(ex.record, ex.route, UsageResult(invalid_usage="invalid usage: prompt_tokens=-1", error="boom"),
+                 ex.upstream_path)
+    assert (ex.record.usage_source, ex.record.error_message) == ("invalid", "invalid usage: prompt_tokens=-1; boom")
+    price(ex.record, PriceBook(None))
+    assert (ex.record.input_tokens, ex.record.total_cost) == (0, None)
+
+
+class _Overpriced:
+    def __init__(self, total: Decimal) -> None:
+        self.total = total
+
+    def price(self, provider: str, model: str | None, usage: Usage, *, when: datetime | None = None) -> Price:
+        return Price(Decimal(0), self.total, self.total, True, "m")
+
+
+@pytest.mark.parametrize(("total", "fits"), [(Decimal("9999999999.9999999999"), True),
+                                             (Decimal("9999999999.99999999995"), False),
+                                             (Decimal(10) ** 10, False), (Decimal("1e30"), False)])
+def test_a_cost_the_columns_cannot_hold_makes_the_usage_invalid(total: Decimal, fits: bool) -> None:
+    ex = _routed(b'{"model":"gpt-4o-mini"}')
+    prepare(ex)
+    assert ex.record is not None and ex.route is not None
+    ex.record.status_code = 200
+    apply_result(ex.record, ex.route, UsageResult(usage=Usage(1000, 100)), ex.upstream_path)
+    price(ex.record, _Overpriced(total))  # type: ignore[arg-type]
+    if fits:
+        assert (ex.record.usage_source, ex.record.total_cost, ex.record.input_tokens) == ("reported", total, 1000)
+        return
+    assert (ex.record.usage_source, ex.record.total_cost, ex.record.input_tokens) == ("invalid", None, 0)
+    assert ex.record.error_message is not None
+    assert ex.record.error_message.startswith(f"cost {total} USD does not fit the cost columns")

@@ -6,14 +6,16 @@ import random
 
 import pytest
 from majordomo_gateway.providers.sse import (
+    Counts,
     SSEFramer,
-    as_int,
+    as_count,
     error_text,
     event_name,
     has_object_value,
     json_object,
     parse_event,
 )
+from majordomo_gateway.usage import MAX_TOKEN_COUNT, InvalidUsage
 from provider_testkit import byte_by_byte, random_chunks
 
 
@@ -128,8 +130,24 @@ def test_json_object_never_raises() -> None:
         assert json_object(bad) is None
 
 
-def test_as_int() -> None:
-    assert [as_int(v) for v in (3, 0, -2, 2.0, None, "4", True, [], {})] == [3, 0, 0, 2, 0, 0, 0, 0, 0]
+def test_as_count_takes_whole_numbers_within_the_bound_only() -> None:
+    assert [as_count(v) for v in (3, 0, 2.0, 1e3, MAX_TOKEN_COUNT, float(MAX_TOKEN_COUNT))] == [
+        3, 0, 2, 1000, MAX_TOKEN_COUNT, MAX_TOKEN_COUNT]
+    for bad in (-2, -0.5, 2.5, 1e300, float("inf"), float("nan"), MAX_TOKEN_COUNT + 1, 2**63, 2**64 - 1, 2**64,
+                "4", True, False, [], {}, None):
+        assert as_count(bad) is None, bad
+
+
+def test_counts_keeps_every_value_that_is_not_a_count() -> None:
+    count = Counts()
+    usage = {"a": 5, "b": None, "c": -1, "d": "7", "n": {"x": True}}
+    assert [count.get(usage, "a"), count.get(usage, "b"), count.get(usage, "c"), count.get(usage, "d"),
+            count.get(usage, "missing"), count.get(usage["n"], "x", "n.")] == [5, 0, 0, 0, 0, 0]
+    assert count.bad == {"c": -1, "d": "7", "n.x": True}
+    with pytest.raises(InvalidUsage) as caught:
+        count.check()
+    assert str(caught.value).startswith("invalid usage reported by the upstream: c=-1, d='7', n.x=True (")
+    Counts().check()  # nothing read, nothing wrong
 
 
 def test_error_text() -> None:

@@ -10,6 +10,7 @@ Block types: ``thinking`` (thinking_delta + signature_delta), ``text`` (text_del
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -149,7 +150,9 @@ async def messages(request: web.Request) -> web.StreamResponse:  # noqa: C901
     model = ex.model(body.get("model"), "claude-sonnet-4-6")
     message_id = ex.ident("msg_")
     signature = "bW9jay1zaWduYXR1cmU=" + ex.ident("")  # opaque, like the real one
-    stop_reason = "tool_use" if reply.tool_call else "end_turn"
+    stop_reason: Any = "tool_use" if reply.tool_call else "end_turn"
+    if ex.scenario.stop_reason is not None:
+        stop_reason = json.loads(ex.scenario.stop_reason)
 
     content: list[dict[str, Any]] = []
     if reply.thinking:

@@ -214,9 +214,15 @@ class Exchange:
                 if delay:
                     await asyncio.sleep(delay)
                 await self._write(resp, event)
+        await self._end_stream(resp)
+        return resp
+
+    async def _end_stream(self, resp: web.StreamResponse) -> None:
+        if self.scenario.end_delay_ms:
+            # The last event is out; the body's end (the chunked encoding's last chunk) comes later.
+            await asyncio.sleep(self.scenario.end_delay_ms / 1000)
         self._outcome("complete")
         await resp.write_eof()
-        return resp
 
     async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
         if self.record is not None and self.record.response is not None:  # before the client sees it

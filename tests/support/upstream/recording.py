@@ -74,6 +74,8 @@ class RecordedRequest:
     time: float
     #: None until the mock starts answering (and for ``hang``)
     response: RecordedResponse | None = None
+    #: the request target's path exactly as sent (``path`` is percent-decoded)
+    raw_path: str = ""
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -90,6 +92,7 @@ class RecordedRequest:
             "seq": self.seq,
             "method": self.method,
             "path": self.path,
+            "raw_path": self.raw_path,
             "query": self.query,
             "query_params": self.query_params,
             "headers": self.headers,
@@ -119,6 +122,7 @@ class MockState:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
             time=time.time(),
+            raw_path=request.raw_path.partition("?")[0],
         )
         with self.lock:
             self.requests.append(recorded)

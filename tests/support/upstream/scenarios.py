@@ -52,6 +52,7 @@ SETTINGS: dict[str, str] = {
     "status": "status",
     "delay-ms": "delay_ms",
     "initial-delay-ms": "initial_delay_ms",
+    "end-delay-ms": "end_delay_ms",
     "chunks": "chunks",
     "usage": "usage_overrides",
     "raw-usage": "raw_usage",
@@ -63,6 +64,7 @@ SETTINGS: dict[str, str] = {
     "error-type": "error_type",
     "error-message": "error_message",
     "retry-after": "retry_after",
+    "stop-reason": "stop_reason",
     # accepted and ignored: every response is recorded anyway
     "record-response": "",
 }
@@ -148,6 +150,7 @@ class Scenario:
     status: int | None = None
     delay_ms: int | None = None
     initial_delay_ms: int = 0
+    end_delay_ms: int = 0
     chunks: int = DEFAULT_CHUNKS
     usage_overrides: dict[str, int] = field(default_factory=dict)
     raw_usage: dict[str, Any] | None = None
@@ -159,6 +162,8 @@ class Scenario:
     error_type: str | None = None
     error_message: str | None = None
     retry_after: str | None = None
+    #: Anthropic: the stop_reason to report, as JSON (any value, for the tests of odd answers)
+    stop_reason: str | None = None
 
     def has(self, name: str) -> bool:
         return name in self.names
@@ -192,6 +197,8 @@ class Scenario:
             self.names = self.names | _parse_names(value)
         elif attr in ("status", "delay_ms", "initial_delay_ms", "chunks", "cut_after"):
             setattr(self, attr, _parse_int(key, value))
+        elif attr == "end_delay_ms":
+            setattr(self, attr, _parse_int(key, value) or 0)
         elif attr == "usage_overrides":
             usage = _parse_json_object(key, value)
             unknown = set(usage) - set(MockUsage.keys())

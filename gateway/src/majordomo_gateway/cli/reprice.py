@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ from majordomo_gateway.cli.context import connected
 from majordomo_gateway.cli.pricing import price_book
 from majordomo_gateway.pricing import OverridesError, PriceBook
 from majordomo_gateway.storage.database import CostUpdate, Database, UsageRow
+from majordomo_gateway.storage.records import fits_cost_column
+
+log = logging.getLogger("majordomo.reprice")
 
 DEFAULT_BATCH_SIZE = 1000
 _ZERO = Decimal(0)
@@ -111,7 +115,14 @@ def same_cost(stored: Decimal | None, new: Decimal | None) -> bool:
 
 def _repriced(row: UsageRow, book: PriceBook) -> CostUpdate:
     price = book.price(row.provider, row.model, row.usage, when=row.requested_at)
-    return CostUpdate(row.id, price.input_cost, price.output_cost, price.total_cost, price.found)
+    costs = (price.input_cost, price.output_cost, price.total_cost)
+    if any(cost is not None and not fits_cost_column(cost) for cost in costs):
+        # PostgreSQL would refuse the whole batch and SQLite store it: no cost, on both (as a live
+        # request's row gets).
+        log.warning("reprice: the cost of row %s (%s USD) does not fit the cost columns; recorded as unpriced",
+                    row.id, price.total_cost)
+        return CostUpdate(row.id, None, None, None, False)
+    return CostUpdate(row.id, *costs, price.found)
 
 
 def _changed(row: UsageRow, update: CostUpdate) -> bool:

@@ -9,15 +9,15 @@ import orjson
 
 from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.providers.sse import (
+    Counts,
     SSEFramer,
-    as_int,
     error_text,
     event_name,
     json_object,
     looks_like_sse,
     parse_event,
 )
-from majordomo_gateway.usage import Usage
+from majordomo_gateway.usage import InvalidUsage, Usage
 
 __all__ = ["AnthropicProvider", "usage_from_anthropic"]
 
@@ -27,9 +27,11 @@ _PRICING_HINTS = ("service_tier", "inference_geo", "speed")
 _MESSAGE_START = b"message_start"
 _MESSAGE_DELTA = b"message_delta"
 _ERROR = b"error"
+_MESSAGE_STOP = b"message_stop"
 _WANTED = tuple(
     prefix + name for prefix in (b"event: ", b"event:") for name in (_MESSAGE_START, _MESSAGE_DELTA, _ERROR)
 )
+_STOP = (b"event: message_stop", b"event:message_stop")
 
 
 def _bare_path(path: str) -> str:
@@ -48,26 +50,30 @@ def usage_from_anthropic(usage: Mapping[str, object]) -> Usage:
     Anthropic reports uncached input, cache reads and cache writes as three disjoint counts; our
     ``input_tokens`` is their sum.  Thinking is billed inside ``output_tokens``; newer API
     versions also break it out in ``output_tokens_details.thinking_tokens``, which is used when
-    present (older responses leave ``reasoning_tokens`` at 0).
+    present (older responses leave ``reasoning_tokens`` at 0).  Raises InvalidUsage when a count
+    is not a count (sse.as_count).
     """
-    uncached = as_int(usage.get("input_tokens"))
-    reads = as_int(usage.get("cache_read_input_tokens"))
-    writes = as_int(usage.get("cache_creation_input_tokens"))
+    count = Counts()
+    uncached = count.get(usage, "input_tokens")
+    reads = count.get(usage, "cache_read_input_tokens")
+    writes = count.get(usage, "cache_creation_input_tokens")
+    output = count.get(usage, "output_tokens")
     writes_1h = 0
     cache_creation = usage.get("cache_creation")
     if isinstance(cache_creation, Mapping):
-        writes_1h = as_int(cache_creation.get("ephemeral_1h_input_tokens"))
+        writes_1h = count.get(cache_creation, "ephemeral_1h_input_tokens", "cache_creation.")
     web_searches = 0
     server_tools = usage.get("server_tool_use")
     if isinstance(server_tools, Mapping):
-        web_searches = as_int(server_tools.get("web_search_requests"))
+        web_searches = count.get(server_tools, "web_search_requests", "server_tool_use.")
     thinking = 0
     out_details = usage.get("output_tokens_details")
     if isinstance(out_details, Mapping):
-        thinking = as_int(out_details.get("thinking_tokens"))
+        thinking = count.get(out_details, "thinking_tokens", "output_tokens_details.")
+    count.check()
     return Usage(
         input_tokens=uncached + reads + writes,
-        output_tokens=as_int(usage.get("output_tokens")),
+        output_tokens=output,
         cached_tokens=reads,
         cache_creation_tokens=writes,
         cache_creation_1h_tokens=writes_1h,
@@ -81,7 +87,10 @@ def _result(usage: Mapping[str, object] | None, model: object, *, count_usage: b
     if usage is None:
         return result
     if count_usage:
-        result.usage = usage_from_anthropic(usage)
+        try:
+            result.usage = usage_from_anthropic(usage)
+        except InvalidUsage as exc:
+            result.invalid_usage = str(exc)
     for key in _PRICING_HINTS:
         value = usage.get(key)
         if isinstance(value, str):
@@ -117,10 +126,11 @@ class _AnthropicStreamParser:
     """Decodes only ``message_start``, ``message_delta`` and ``error`` events, one or two per
     stream; text deltas, the bulk of it, are recognised by their first bytes and skipped."""
 
-    __slots__ = ("_count_usage", "_delta_usage", "_error", "_framer", "_request_model", "_start")
+    __slots__ = ("_count_usage", "_delta_usage", "_error", "_framer", "_request_model", "_start", "ended")
 
     def __init__(self, request: RequestInfo, count_usage: bool) -> None:
         self._framer = SSEFramer()
+        self.ended = False
         self._start: bytes | None = None
         # What the message_delta events said, folded as they come so that their number is no
         # concern; applied over message_start's usage in finish.
@@ -136,7 +146,10 @@ class _AnthropicStreamParser:
     def _see(self, block: bytes) -> None:
         if block.startswith(b"event:"):
             if not block.startswith(_WANTED):
-                return  # content_block_*, ping, message_stop: the bulk, dismissed by their first bytes
+                # content_block_*, ping, message_stop: the bulk, dismissed by their first bytes
+                if block.startswith(_STOP):
+                    self.ended = True
+                return
             name = event_name(block)
         else:
             name = _data_type(block)
@@ -153,6 +166,9 @@ class _AnthropicStreamParser:
             self._start = block
         elif name == _ERROR:
             self._error = block
+            self.ended = True
+        elif name == _MESSAGE_STOP:
+            self.ended = True
 
     def finish(self) -> UsageResult:
         rest = self._framer.close()

@@ -36,6 +36,9 @@ class UsageResult:
     # OpenAI `data: {"error": ...}`), as a short human-readable message.
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    #: Set instead of ``usage`` when the response reported usage that is not usage (a negative,
+    #: fractional, huge or non-numeric count): what was wrong, with the raw values.
+    invalid_usage: str | None = None
 
 
 class StreamUsageParser(Protocol):
@@ -45,7 +48,16 @@ class StreamUsageParser(Protocol):
     are arbitrary: an event may be split across chunks or several may share one).  It must be
     cheap: the relay calls it on the hot path for every chunk.  Do the expensive JSON parsing only
     for the few events that carry usage, ideally once, in ``finish``.
+
+    ``ended`` turns True once ``feed`` has been given the stream's terminal event: the event after
+    which the format sends nothing more (OpenAI's ``data: [DONE]``, the Responses API's
+    ``response.completed``/``.failed``/``.incomplete``, Anthropic's ``message_stop``, Gemini's
+    chunk with ``finishReason``, or an in-stream error, which ends a stream too).  The relay uses
+    it to tell a client that left before the end of the answer (``aborted``) from one that closed
+    the connection as soon as it had the terminal event, as many SDKs do.
     """
+
+    ended: bool
 
     def feed(self, chunk: bytes) -> None: ...
 

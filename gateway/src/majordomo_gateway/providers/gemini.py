@@ -15,13 +15,16 @@ from urllib.parse import unquote
 import orjson
 
 from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
-from majordomo_gateway.providers.sse import SSEFramer, as_int, error_text, json_object, parse_event
-from majordomo_gateway.usage import Usage
+from majordomo_gateway.providers.sse import Counts, SSEFramer, error_text, json_object, parse_event
+from majordomo_gateway.usage import InvalidUsage, Usage
 
 __all__ = ["GeminiProvider", "model_from_path", "usage_from_gemini"]
 
 _USAGE_FIELD = "usageMetadata"
 _USAGE_KEY = b'"usageMetadata"'
+_FINISH_KEY = b'"finishReason"'
+_ERROR_EVENTS = (b'data: {"error"', b'data:{"error"', b'data: { "error"')
+_ARRAY_END = b"\n]"
 
 # `models/{model}:{method}`, also under `tunedModels/` and Vertex-style
 # `projects/.../publishers/google/models/`.  Model ids never contain "/" or ":".
@@ -62,15 +65,19 @@ def usage_from_gemini(meta: Mapping[str, object]) -> Usage:
 
     ``promptTokenCount`` already includes ``cachedContentTokenCount``; tool-use prompt tokens
     (e.g. search results fed back to the model) are billed as input on top of it, and thinking
-    tokens are billed as output on top of ``candidatesTokenCount``.
+    tokens are billed as output on top of ``candidatesTokenCount``.  Raises InvalidUsage when a
+    count is not a count (sse.as_count).
     """
-    thoughts = as_int(meta.get("thoughtsTokenCount"))
-    return Usage(
-        input_tokens=as_int(meta.get("promptTokenCount")) + as_int(meta.get("toolUsePromptTokenCount")),
-        output_tokens=as_int(meta.get("candidatesTokenCount")) + thoughts,
-        cached_tokens=as_int(meta.get("cachedContentTokenCount")),
+    count = Counts()
+    thoughts = count.get(meta, "thoughtsTokenCount")
+    usage = Usage(
+        input_tokens=count.get(meta, "promptTokenCount") + count.get(meta, "toolUsePromptTokenCount"),
+        output_tokens=count.get(meta, "candidatesTokenCount") + thoughts,
+        cached_tokens=count.get(meta, "cachedContentTokenCount"),
         reasoning_tokens=thoughts,
     )
+    count.check()
+    return usage
 
 
 def _model_version(obj: Mapping[str, object]) -> str | None:
@@ -90,7 +97,10 @@ def _result_from_objects(
         if isinstance(meta, Mapping):
             # Stream chunks carry cumulative counts: the last report is the total.
             if count_usage:
-                result.usage = usage_from_gemini(meta)
+                try:
+                    result.usage = usage_from_gemini(meta)
+                except InvalidUsage as exc:
+                    result.invalid_usage = str(exc)
             result.model = _model_version(obj)
             break
     if result.model is None:
@@ -176,13 +186,17 @@ class _GeminiStreamParser:
         "_count_usage",
         "_last",
         "_mode",
+        "_nl",
         "_request_model",
         "_splitter",
         "_usage",
         "_usage_before",
+        "ended",
     )
 
     def __init__(self, request: RequestInfo, count_usage: bool) -> None:
+        self.ended = False
+        self._nl = False  # JSON mode: the previous chunk ended in a newline
         self._mode = b""  # b"sse" or b"json" once the first byte says which
         self._splitter: SSEFramer | _ArrayElements | None = None
         self._usage: bytes | None = None
@@ -205,8 +219,17 @@ class _GeminiStreamParser:
                 splitter = self._splitter = SSEFramer()
         for piece in splitter.feed(chunk):
             self._see(piece)
+        if self._mode == b"json" and not self.ended:
+            # The array's closing bracket, at the start of a line as only the top level's is,
+            # is its end: the elements before it are complete then, the last one included.
+            if _ARRAY_END in chunk or (self._nl and chunk[:1] == b"]"):
+                self.ended = True
+            self._nl = chunk[-1:] == b"\n"
 
     def _see(self, piece: bytes) -> None:
+        if self._mode == b"sse" and (_FINISH_KEY in piece or piece.startswith(_ERROR_EVENTS)):
+            # The chunk that says why the answer ended is the last (or an error, which ends it).
+            self.ended = True
         # Searched from the end, where Gemini puts usageMetadata.
         if piece.rfind(_USAGE_KEY) >= 0:
             # The one before is kept too: if the stream is cut inside the last report, the

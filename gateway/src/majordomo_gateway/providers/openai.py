@@ -14,15 +14,15 @@ import orjson
 
 from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.providers.sse import (
+    Counts,
     SSEFramer,
-    as_int,
     error_text,
     has_object_value,
     json_object,
     looks_like_sse,
     parse_event,
 )
-from majordomo_gateway.usage import Usage
+from majordomo_gateway.usage import InvalidUsage, Usage
 
 __all__ = ["OpenAIProvider", "usage_from_openai"]
 
@@ -72,30 +72,31 @@ def usage_from_openai(usage: Mapping[str, object]) -> Usage:
 
     Chat/Completions/Embeddings say ``prompt_tokens``/``completion_tokens``; the Responses API
     (and the audio endpoints) say ``input_tokens``/``output_tokens``.  Cached tokens are already
-    part of the prompt count and reasoning tokens part of the completion count.
+    part of the prompt count and reasoning tokens part of the completion count.  Raises
+    InvalidUsage when a count is not a count (sse.as_count).
     """
+    count = Counts()
     if "input_tokens" in usage or "output_tokens" in usage:
-        input_tokens = as_int(usage.get("input_tokens"))
-        output_tokens = as_int(usage.get("output_tokens"))
-        in_details = usage.get("input_tokens_details")
-        out_details = usage.get("output_tokens_details")
+        in_key, out_key = "input_tokens", "output_tokens"
     else:
-        input_tokens = as_int(usage.get("prompt_tokens"))
-        output_tokens = as_int(usage.get("completion_tokens"))
-        in_details = usage.get("prompt_tokens_details")
-        out_details = usage.get("completion_tokens_details")
+        in_key, out_key = "prompt_tokens", "completion_tokens"
+    input_tokens = count.get(usage, in_key)
+    output_tokens = count.get(usage, out_key)
+    in_details = usage.get(in_key + "_details")
+    out_details = usage.get(out_key + "_details")
     cached = writes = reasoning = 0
     if isinstance(in_details, Mapping):
-        cached = as_int(in_details.get("cached_tokens"))
-        writes = as_int(in_details.get("cache_write_tokens"))
+        cached = count.get(in_details, "cached_tokens", in_key + "_details.")
+        writes = count.get(in_details, "cache_write_tokens", in_key + "_details.")
     if isinstance(out_details, Mapping):
-        reasoning = as_int(out_details.get("reasoning_tokens"))
+        reasoning = count.get(out_details, "reasoning_tokens", out_key + "_details.")
     if reasoning:
         # Some OpenAI-compatible servers leave reasoning out of completion_tokens; their
         # total_tokens gives them away.  OpenAI itself always has total == prompt + completion.
-        total = as_int(usage.get("total_tokens"))
+        total = count.get(usage, "total_tokens")
         if total == input_tokens + output_tokens + reasoning and total != input_tokens + output_tokens:
             output_tokens += reasoning
+    count.check()
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -127,7 +128,10 @@ def _result_from_object(obj: Mapping[str, object], *, count_usage: bool) -> Usag
         result.extra["service_tier"] = tier
     usage = target.get("usage")
     if count_usage and isinstance(usage, Mapping):
-        result.usage = usage_from_openai(usage)
+        try:
+            result.usage = usage_from_openai(usage)
+        except InvalidUsage as exc:
+            result.invalid_usage = str(exc)
     error = _error_of(obj) or target.get("error")
     if error:
         result.error = error_text(error)
@@ -150,10 +154,11 @@ class _OpenAIStreamParser:
     ``.failed``/``.incomplete``).  Either way it is the last such event that counts.
     """
 
-    __slots__ = ("_count_usage", "_error_block", "_first", "_framer", "_request_model", "_usage_block")
+    __slots__ = ("_count_usage", "_error_block", "_first", "_framer", "_request_model", "_usage_block", "ended")
 
     def __init__(self, request: RequestInfo, count_usage: bool) -> None:
         self._framer = SSEFramer()
+        self.ended = False
         self._usage_block: bytes | None = None
         self._error_block: bytes | None = None
         # The first event names the model even when the stream never reports usage.
@@ -170,8 +175,13 @@ class _OpenAIStreamParser:
             self._first = block
         if has_object_value(block, b'"usage"'):
             self._usage_block = block
-        elif _is_error_event(block):
-            self._error_block = block
+            if block.startswith(_FINAL_STARTS):
+                self.ended = True
+        elif block.startswith(_END_STARTS):
+            # One prefix test for every event: errors and the end share it.
+            if _is_error_event(block):
+                self._error_block = block
+            self.ended = True
 
     def finish(self) -> UsageResult:
         rest = self._framer.close()
@@ -218,6 +228,18 @@ _ERROR_STARTS = (
 
 def _is_error_event(block: bytes) -> bool:
     return block.startswith(_ERROR_STARTS)
+
+
+# The Responses API's last event (it sends no [DONE]), named or data-only; it carries the usage.
+_FINAL_STARTS = tuple(
+    start
+    for kind in _RESPONSE_FINAL_TYPES
+    for start in (b"event: " + kind.encode() + b"\n", b"event:" + kind.encode() + b"\n",
+                  b'data: {"type":"' + kind.encode() + b'"', b'data:{"type":"' + kind.encode() + b'"',
+                  b'data: {"type": "' + kind.encode() + b'"')
+)
+# What ends a stream without usage: Chat's `data: [DONE]`, an error, a final event whose usage is null.
+_END_STARTS = (b"data: [DONE]", b"data:[DONE]", *_ERROR_STARTS, *_FINAL_STARTS)
 
 
 def _parse_body(body: bytes, *, count_usage: bool) -> UsageResult:

@@ -13,9 +13,12 @@ from collections.abc import Mapping
 
 import orjson
 
+from majordomo_gateway.usage import MAX_TOKEN_COUNT, InvalidUsage
+
 __all__ = [
+    "Counts",
     "SSEFramer",
-    "as_int",
+    "as_count",
     "error_text",
     "event_name",
     "has_object_value",
@@ -210,13 +213,42 @@ def json_object(data: bytes | str | None) -> dict[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
-def as_int(value: object) -> int:
-    """A token count from JSON: non-negative int, anything else (null, strings, bools) is 0."""
-    if type(value) is int:
-        return value if value > 0 else 0
-    if type(value) is float and value > 0:
+def as_count(value: object) -> int | None:
+    """A token count from JSON: a whole number from 0 to MAX_TOKEN_COUNT (``12`` or ``12.0``), or
+    None for anything else (negative, fractional, too large, a string, a boolean, a list...)."""
+    if type(value) is int:  # `type`, not isinstance: True is an int to isinstance
+        return value if 0 <= value <= MAX_TOKEN_COUNT else None
+    if type(value) is float and 0 <= value <= MAX_TOKEN_COUNT and value.is_integer():
         return int(value)
-    return 0
+    return None
+
+
+class Counts:
+    """Reads the counts of one usage report, keeping aside every value that is not a count, so
+    that the report can be refused whole (``check``) with what was wrong in it."""
+
+    __slots__ = ("bad",)
+
+    def __init__(self) -> None:
+        self.bad: dict[str, object] | None = None
+
+    def get(self, usage: Mapping[str, object], key: str, where: str = "") -> int:
+        """``usage[key]`` as a count; 0 when absent or null, and when not a count (then noted)."""
+        value = usage.get(key)
+        if value is None:
+            return 0
+        count = as_count(value)
+        if count is None:
+            if self.bad is None:
+                self.bad = {}
+            self.bad[where + key] = value
+            return 0
+        return count
+
+    def check(self) -> None:
+        """Raise InvalidUsage if any value read was not a count."""
+        if self.bad:
+            raise InvalidUsage(self.bad)
 
 
 _MAX_ERROR_TEXT = 500

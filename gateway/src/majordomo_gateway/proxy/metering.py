@@ -11,7 +11,7 @@ from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.providers.base import UsageResult
 from majordomo_gateway.proxy.exchange import Exchange
 from majordomo_gateway.proxy.routing import Route
-from majordomo_gateway.storage.records import RequestRecord, truncate_message
+from majordomo_gateway.storage.records import COST_LIMIT, RequestRecord, fits_cost_column, truncate_message
 from majordomo_gateway.usage import Usage
 
 __all__ = ["apply_body", "apply_result", "meter", "price"]
@@ -43,6 +43,9 @@ def apply_result(record: RequestRecord, route: Route, result: UsageResult, upstr
     if result.usage is not None:
         _copy_usage(record, result.usage)
         record.usage_source = "reported"
+    elif result.invalid_usage is not None:
+        # Never a silent 0 tokens and $0: the row says the report was unusable, and why.
+        _invalid(record, result.invalid_usage)
     elif record.status_code < 400 and route.provider.always_reports_usage(upstream_path.decode("latin-1")):
         record.usage_source = "missing"
 
@@ -60,7 +63,8 @@ def apply_body(record: RequestRecord, route: Route, upstream_path: bytes, body: 
 
 
 def price(record: RequestRecord, prices: PriceBook) -> None:
-    """The cost of reported usage; a row without reported usage has none."""
+    """The cost of reported usage; a row without reported usage has none.  A cost the columns
+    cannot hold makes the usage ``invalid``, as a count that is not one does."""
     if record.usage_source != "reported":
         return
     try:
@@ -68,12 +72,26 @@ def price(record: RequestRecord, prices: PriceBook) -> None:
                       record.cache_creation_tokens, record.cache_creation_1h_tokens,
                       record.reasoning_tokens, record.web_search_requests)
         cost = prices.price(record.provider, record.model, usage, when=record.requested_at)
-        record.input_cost = cost.input_cost
-        record.output_cost = cost.output_cost
-        record.total_cost = cost.total_cost
-        record.model_alias_found = cost.found
     except Exception:  # pricing must never cost a row
         log.exception("pricing failed for %s/%s", record.provider, record.model)
+        return
+    unfit = [value for value in (cost.input_cost, cost.output_cost, cost.total_cost)
+             if value is not None and not fits_cost_column(value)]
+    if unfit:
+        # PostgreSQL would refuse the row and SQLite keep it: neither, on both.
+        _copy_usage(record, Usage())
+        _invalid(record, f"cost {max(unfit, key=abs)} USD does not fit the cost columns "
+                         f"(NUMERIC(20, 10): under {COST_LIMIT} USD); tokens and cost not recorded")
+        return
+    record.input_cost = cost.input_cost
+    record.output_cost = cost.output_cost
+    record.total_cost = cost.total_cost
+    record.model_alias_found = cost.found
+
+
+def _invalid(record: RequestRecord, why: str) -> None:
+    record.usage_source = "invalid"
+    record.error_message = truncate_message(why + (f"; {record.error_message}" if record.error_message else ""))
 
 
 def _copy_usage(record: RequestRecord, usage: Usage) -> None:

@@ -40,7 +40,7 @@ from majordomo_gateway.proxy.exchange import Exchange, Receive, Scope, Send
 from majordomo_gateway.proxy.headers import MetadataError, split_headers
 from majordomo_gateway.proxy.metering import meter, price
 from majordomo_gateway.proxy.relay import relay
-from majordomo_gateway.proxy.routing import Router, RoutingError
+from majordomo_gateway.proxy.routing import Router, RoutingError, normalise_path
 from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
 from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
 from majordomo_gateway.proxy.upstream_api import Upstream, UpstreamAnswer
@@ -125,8 +125,15 @@ class ProxyHandler:
 def accept(ex: Exchange, limits: ProxySettings) -> None:
     scope = ex.scope
     # The path first: an error below is shaped for the provider the path names.
-    ex.path = scope["path"]
-    ex.raw_path = scope.get("raw_path") or ex.path.encode("utf-8")
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    if b"%" in raw_path:
+        # One path for routing, billing, the upstream and the row: the server's decoded `path`
+        # would route /v1/chat/completion%73 as chat completions while the raw one bills nothing.
+        raw_path = normalise_path(raw_path)
+        ex.path = raw_path.decode("latin-1")
+    else:
+        ex.path = scope["path"]
+    ex.raw_path = raw_path
     ex.query = scope.get("query_string", b"")
     try:
         ex.headers = split_headers(scope["headers"], max_metadata=limits.max_metadata_headers,

@@ -12,8 +12,11 @@ Three ways a body goes out:
 - the loop: everything else, and what the eager path hands over.
 
 When the client leaves mid-stream, reading goes on, bounded in bytes and seconds, only to learn
-the usage.  A response cut short (the upstream broke, or the client left) ends without its final
-message, on purpose (proxy/server_glue.py).
+the usage.  ``aborted`` means the client left before the stream's terminal event (the usage
+parser's ``ended``) had been sent to it: many clients close the connection as soon as they have
+it, before the body's own end (the last chunk of the chunked encoding) arrives.  A response cut
+short (the upstream broke, or the client left) ends without its final message, on purpose
+(proxy/server_glue.py).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ import zlib
 from collections.abc import Callable
 
 from majordomo_gateway.config import ProxySettings
+from majordomo_gateway.providers.base import StreamUsageParser
 from majordomo_gateway.proxy.adapter import ResponseTransform
 from majordomo_gateway.proxy.errors import GatewayError
 from majordomo_gateway.proxy.exchange import Exchange, Receive
 from majordomo_gateway.proxy.headers import response_headers
-from majordomo_gateway.proxy.server_glue import drop_on_purpose, send_now
+from majordomo_gateway.proxy.server_glue import drop_on_purpose, send_now, still_connected
 from majordomo_gateway.proxy.upstream import UpstreamBroken, UpstreamError, UpstreamTimeout
 from majordomo_gateway.proxy.upstream_api import UpstreamAnswer
 from majordomo_gateway.storage.records import RequestRecord
@@ -125,11 +129,16 @@ class _Capture:
 class _Stream:
     """The state one streamed relay shares between its read loop and the eager sink."""
 
-    __slots__ = ("abandoned_at", "abandoned_bytes", "completed", "disconnected", "limits", "pending")
+    __slots__ = ("abandoned_at", "abandoned_bytes", "completed", "connected", "delivered", "disconnected", "limits",
+                 "pending")
 
-    def __init__(self, limits: ProxySettings) -> None:
+    def __init__(self, limits: ProxySettings, connected: Callable[[], bool]) -> None:
         self.disconnected = asyncio.Event()
         self.completed = False
+        # The stream's terminal event has been sent to the client: it has the whole answer.
+        self.delivered = False
+        # Whether the send that just returned reached the client's connection (server_glue).
+        self.connected = connected
         # A send that had to wait for the client (eager path); later bytes wait for it.
         self.pending: asyncio.Future[None] | None = None
         self.abandoned_at: float | None = None
@@ -139,11 +148,21 @@ class _Stream:
     def abandon(self, record: RequestRecord, size: int) -> bool:
         """The client has left: count what is read on for the usage; True when that is enough."""
         if self.abandoned_at is None:
-            record.aborted = True
+            record.aborted = not self.delivered
             self.abandoned_at = time.monotonic()
         self.abandoned_bytes += size
         return (self.abandoned_bytes > self.limits.abandoned_stream_max_bytes
                 or time.monotonic() - self.abandoned_at > self.limits.abandoned_stream_max_seconds)
+
+    def sent(self, parser: StreamUsageParser | None) -> None:
+        """A send has returned: the client has the terminal event if the parser had seen it."""
+        if parser is not None and parser.ended and not self.delivered and self.connected():
+            self.delivered = True
+
+    def sent_later(self, send: asyncio.Future[None]) -> None:
+        """``sent`` for a send carrying the terminal event that had to wait (its done callback)."""
+        if not send.cancelled() and send.exception() is None and self.connected():
+            self.delivered = True
 
 
 async def relay_stream(ex: Exchange, response: UpstreamAnswer, out_headers: list[tuple[bytes, bytes]],
@@ -153,7 +172,7 @@ async def relay_stream(ex: Exchange, response: UpstreamAnswer, out_headers: list
     assert record is not None
     send = ex.send
     await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-    state = _Stream(limits)
+    state = _Stream(limits, still_connected(send))
     watcher = asyncio.get_running_loop().create_task(watch_disconnect(ex.receive, state.disconnected)) \
         if record.streamed else None
     capture: _Capture | None = None
@@ -171,7 +190,7 @@ async def relay_stream(ex: Exchange, response: UpstreamAnswer, out_headers: list
             await state.pending
             state.pending = None
     except asyncio.CancelledError:
-        record.aborted = True
+        record.aborted = not state.delivered
         raise
     finally:
         response.set_sink(None)
@@ -183,9 +202,10 @@ async def relay_stream(ex: Exchange, response: UpstreamAnswer, out_headers: list
             watcher.cancel()
     if state.completed:
         return  # the client has every byte (the server reports a disconnect after that)
-    if state.disconnected.is_set():
-        record.aborted = True
-    if ex.upstream_broken is not None or record.aborted:
+    gone = state.disconnected.is_set()
+    if gone:
+        record.aborted = not state.delivered
+    if ex.upstream_broken is not None or gone:
         # Returning without the final body message makes the server drop the connection:
         # the client sees a broken stream, never a clean end of a truncated one.
         drop_on_purpose()
@@ -208,11 +228,16 @@ def _eager_sink(ex: Exchange, response: UpstreamAnswer, state: _Stream) -> Calla
         feed(data)
         suspended = send_now(send, {"type": "http.response.body", "body": data, "more_body": not last})
         state.completed = last
-        if suspended is not None:
+        if suspended is None:
+            if parser.ended:
+                state.sent(parser)
+        else:
             # The client's socket is full: stop reading the upstream until it drains.
             state.pending = suspended
             response.pause_reading()
             suspended.add_done_callback(lambda _: response.resume_reading())
+            if parser.ended and not state.delivered:
+                suspended.add_done_callback(state.sent_later)
         return True
 
     return sink
@@ -222,7 +247,7 @@ async def _pump(ex: Exchange, response: UpstreamAnswer, state: _Stream, decode: 
                 transform: ResponseTransform | None, feed: Callable[[bytes], None]) -> None:
     """Read the upstream body to its end (or until it breaks, or the client has been gone long
     enough), passing each read on unless the eager sink already did."""
-    record, send, started = ex.record, ex.send, ex.started
+    record, send, started, parser = ex.record, ex.send, ex.started, ex.parser
     assert record is not None
     timed = record.streamed
     disconnected = state.disconnected
@@ -250,6 +275,7 @@ async def _pump(ex: Exchange, response: UpstreamAnswer, state: _Stream, decode: 
                 chunk = transform.feed(plain)
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    state.sent(parser)
                 continue
             if response.at_eof:
                 # The body ended with this read (a stream's last event and its end usually share
@@ -258,6 +284,7 @@ async def _pump(ex: Exchange, response: UpstreamAnswer, state: _Stream, decode: 
                 state.completed = True
                 break
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            state.sent(parser)
             continue
         if state.abandon(record, len(chunk)):
             break

@@ -4,6 +4,11 @@ The upstream host always comes from configuration, never from the request: the c
 contributes a path and a query, and the path is checked before it is appended to the base URL
 so that nothing in it (``//host``, ``..`` segments, encoded dots, absolute URLs) can change
 where the request goes.
+
+The path is normalised once, as the request arrives (``normalise_path``), and that one path is
+what routes the request, what the provider bills by, what goes upstream and what the row
+records: a path spelt with percent-encoded letters (``/v1/chat/completion%73``) cannot be
+routed by one reading and metered by another.
 """
 
 from __future__ import annotations
@@ -28,6 +33,26 @@ SUPPORTED_PATHS = (
 _DOT_SEGMENT = re.compile(rb"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 # Control characters, space and DEL: one C-level scan instead of a Python loop over every byte.
 _FORBIDDEN_BYTE = re.compile(rb"[\x00-\x20\x7f]")
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+# RFC 3986's unreserved characters: percent-encoding one of them does not change the URI (2.3).
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def normalise_path(raw_path: bytes) -> bytes:
+    """``raw_path`` with percent-encoded unreserved characters decoded (RFC 3986, 6.2.2.2).
+
+    The result is the same resource to any server (an upstream decodes ``%73`` to ``s`` too), so
+    it can go upstream in place of the client's spelling; every other escape (``%3A``, ``%2F``,
+    ``%20``, UTF-8) is significant and stays as the client wrote it.
+    """
+    if b"%" not in raw_path:
+        return raw_path
+    return _ESCAPE.sub(_unreserved, raw_path)
+
+
+def _unreserved(match: re.Match[bytes]) -> bytes:
+    byte = int(match.group(1), 16)
+    return bytes((byte,)) if byte in _UNRESERVED else match.group(0)
 
 
 class RoutingError(Exception):

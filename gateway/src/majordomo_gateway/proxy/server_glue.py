@@ -17,6 +17,11 @@ uvicorn and fails when any of it stops being true):
 3. uvicorn logs that record from the same task that ran the app for that request, after the app
    returned: the ``dropped_on_purpose`` ContextVar the app set is what the filter then sees, and
    no other request's.
+4. uvicorn's ``send()`` returns without writing anything once the client's connection is lost,
+   and its ``send`` is a bound method of the request's cycle, whose ``disconnected`` attribute
+   says so.  ``still_connected`` reads it, so that the relay counts a stream's terminal event as
+   sent to the client only when it was written.  With a server that does not have it (or a
+   test's own ``send``), a send that returned counts as written.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from contextvars import ContextVar
 from typing import Any
 
 __all__ = ["INCOMPLETE_RESPONSE_MESSAGE", "SERVER_ERROR_LOGGER", "DroppedOnPurpose", "drop_on_purpose",
-           "dropped_on_purpose", "install_log_filter", "send_now"]
+           "dropped_on_purpose", "install_log_filter", "send_now", "still_connected"]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
@@ -86,3 +91,15 @@ async def _finish_send(coro: Any, waiting: Any) -> None:
             waiting = coro.send(None)
         except StopIteration:
             return
+
+
+def still_connected(send: Send) -> Callable[[], bool]:
+    """A check, for right after ``send()`` returned, that it wrote to the client (point 4 above)."""
+    cycle: Any = getattr(send, "__self__", None)
+    if isinstance(getattr(cycle, "disconnected", None), bool):
+        return lambda: not cycle.disconnected
+    return _unknown
+
+
+def _unknown() -> bool:
+    return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import orjson
@@ -49,7 +49,10 @@ class RequestRecord:
     total_cost: Decimal | None = None
     model_alias_found: bool = False
     # "reported": the response carried usage; "missing": it should have but did not (e.g. a stream
-    # cut before its usage event); "none": the endpoint reports no usage (model lists, errors).
+    # cut before its usage event); "none": the endpoint reports no usage (model lists, errors);
+    # "invalid": it carried usage that is not (a count that is not a whole number from 0 to
+    # usage.MAX_TOKEN_COUNT, or a cost the cost columns cannot hold): no tokens, no cost, and
+    # error_message says what the values were.
     usage_source: str = "none"
     status_code: int = 0
     error_message: str | None = None
@@ -118,6 +121,23 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+#: Costs are NUMERIC(20, 10) on PostgreSQL: ten digits before the point.  SQLite would store any
+#: number; a cost at or above this is refused before either sees it, so both keep the same rows.
+COST_LIMIT = Decimal(10) ** 10
+
+
+_COST_QUANTUM = Decimal("1e-10")
+
+
+def fits_cost_column(cost: Decimal) -> bool:
+    """Whether the cost columns can hold ``cost``."""
+    if not cost.is_finite() or abs(cost) >= COST_LIMIT:
+        return False
+    # PostgreSQL rounds to 10 places (ties away from zero), and 9999999999.99999999999 rounds up
+    # to 10^10, which overflows.
+    return abs(cost.quantize(_COST_QUANTUM, rounding=ROUND_HALF_UP)) < COST_LIMIT
 
 
 def truncate_message(message: str, limit: int = 2000) -> str:

@@ -43,7 +43,7 @@ blocks are not relayed; ``stop_reason`` → ``finish_reason`` (``end_turn``/``st
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -52,6 +52,7 @@ from majordomo_gateway.providers.anthropic import usage_from_anthropic
 from majordomo_gateway.providers.base import Provider, RequestInfo
 from majordomo_gateway.providers.sse import SSEFramer, json_object, parse_event
 from majordomo_gateway.proxy.adapter import AdaptedRequest, AdapterError, ResponseTransform
+from majordomo_gateway.usage import InvalidUsage
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -114,39 +115,47 @@ def _content_blocks(content: Any, where: str, *, user: bool) -> list[dict[str, A
         raise _invalid(f"{where}.content must be a string or a list of content parts")
     blocks: list[dict[str, Any]] = []
     for index, part in enumerate(content):
-        part_where = f"{where}.content[{index}]"
-        if not isinstance(part, Mapping):
-            raise _invalid(f"{part_where} must be an object")
-        kind = part.get("type")
-        if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if not isinstance(text, str):
-                raise _invalid(f"{part_where}.{kind} must be a string")
-            if text:
-                blocks.append(_block_with_cache_control({"type": "text", "text": text}, part))
-        elif kind == "image_url" and user:
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            if not isinstance(url, str) or not url:
-                raise _invalid(f"{part_where}.image_url.url must be a URL")
-            if url.startswith("data:"):
-                media_type, data = _data_url(url, part_where)
-                source = {"type": "base64", "media_type": media_type, "data": data}
-            else:
-                source = {"type": "url", "url": url}
-            blocks.append(_block_with_cache_control({"type": "image", "source": source}, part))
-        elif kind == "file" and user:
-            file = part.get("file")
-            data_url = file.get("file_data") if isinstance(file, Mapping) else None
-            if not isinstance(data_url, str) or not data_url.startswith("data:"):
-                raise _invalid(f"{part_where}: only files sent inline as file_data (a base64 data: URL) "
-                               "can be translated")
-            media_type, data = _data_url(data_url, part_where)
-            source = {"type": "base64", "media_type": media_type, "data": data}
-            blocks.append(_block_with_cache_control({"type": "document", "source": source}, part))
-        else:
-            raise _invalid(f"{part_where}: content parts of type {kind!r} cannot be sent to Anthropic")
+        block = _part_block(part, f"{where}.content[{index}]", user=user)
+        if block is not None:
+            blocks.append(block)
     return blocks
+
+
+def _part_block(part: Any, where: str, *, user: bool) -> dict[str, Any] | None:
+    """One content part's block; None for an empty text part."""
+    if not isinstance(part, Mapping):
+        raise _invalid(f"{where} must be an object")
+    kind = part.get("type")
+    if kind in ("text", "refusal"):
+        text = part.get(kind)
+        if not isinstance(text, str):
+            raise _invalid(f"{where}.{kind} must be a string")
+        return _block_with_cache_control({"type": "text", "text": text}, part) if text else None
+    if kind == "image_url" and user:
+        return _block_with_cache_control({"type": "image", "source": _image_source(part, where)}, part)
+    if kind == "file" and user:
+        return _block_with_cache_control({"type": "document", "source": _file_source(part, where)}, part)
+    raise _invalid(f"{where}: content parts of type {kind!r} cannot be sent to Anthropic")
+
+
+def _image_source(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str) or not url:
+        raise _invalid(f"{where}.image_url.url must be a URL")
+    if url.startswith("data:"):
+        media_type, data = _data_url(url, where)
+        return {"type": "base64", "media_type": media_type, "data": data}
+    return {"type": "url", "url": url}
+
+
+def _file_source(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    file = part.get("file")
+    data_url = file.get("file_data") if isinstance(file, Mapping) else None
+    if not isinstance(data_url, str) or not data_url.startswith("data:"):
+        raise _invalid(f"{where}: only files sent inline as file_data (a base64 data: URL) can be translated")
+    media_type, data = _data_url(data_url, where)
+    return {"type": "base64", "media_type": media_type, "data": data}
 
 
 def _tool_use_blocks(tool_calls: Any, where: str) -> list[dict[str, Any]]:
@@ -254,7 +263,29 @@ def to_anthropic_request(request: Mapping[str, Any]) -> dict[str, Any]:
         raise _invalid("n must be 1: Anthropic returns one choice per request")
     if request.get("functions") is not None or request.get("function_call") is not None:
         raise _invalid("the deprecated functions/function_call are not supported: use tools/tool_choice")
+    system, messages = _messages(raw_messages)
+    body: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(request), "messages": messages}
+    if system:
+        body["system"] = system
+    _sampling(request, body)
+    if request.get("tools"):
+        body["tools"] = _tools(request["tools"])
+        choice = _tool_choice(request.get("tool_choice"), request.get("parallel_tool_calls"))
+        if choice is not None:
+            body["tool_choice"] = choice
+    user = request.get("user")
+    if isinstance(user, str) and user:
+        body["metadata"] = {"user_id": user}
+    for key in _PASSED_THROUGH:
+        if key in request:
+            body[key] = request[key]
+    if request.get("stream") is True:
+        body["stream"] = True
+    return body
 
+
+def _messages(raw_messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, messages) from OpenAI's messages."""
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for index, message in enumerate(raw_messages):
@@ -272,20 +303,24 @@ def to_anthropic_request(request: Mapping[str, Any]) -> dict[str, Any]:
             blocks += _tool_use_blocks(message.get("tool_calls"), where)
             _append(messages, "assistant", blocks)
         elif role == "tool":
-            tool_call_id = message.get("tool_call_id")
-            if not isinstance(tool_call_id, str):
-                raise _invalid(f"{where}.tool_call_id must be a string")
-            result = {"type": "tool_result", "tool_use_id": tool_call_id,
-                      "content": _tool_result_content(content, where)}
-            _append(messages, "user", [result])
+            _append(messages, "user", [_tool_result(message, where)])
         else:
             raise _invalid(f"{where}.role {role!r} is not supported")
     if not messages:
         raise _invalid("messages must contain at least one user or assistant message")
+    return system, messages
 
-    body: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(request), "messages": messages}
-    if system:
-        body["system"] = system
+
+def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
+    tool_call_id = message.get("tool_call_id")
+    if not isinstance(tool_call_id, str):
+        raise _invalid(f"{where}.tool_call_id must be a string")
+    return {"type": "tool_result", "tool_use_id": tool_call_id,
+            "content": _tool_result_content(message.get("content"), where)}
+
+
+def _sampling(request: Mapping[str, Any], body: dict[str, Any]) -> None:
+    """``stop``, ``temperature`` and ``top_p`` onto ``body``."""
     stop = request.get("stop")
     if isinstance(stop, str):
         body["stop_sequences"] = [stop]
@@ -297,20 +332,6 @@ def to_anthropic_request(request: Mapping[str, Any]) -> dict[str, Any]:
     top_p = request.get("top_p")
     if isinstance(top_p, int | float) and not isinstance(top_p, bool):
         body["top_p"] = top_p
-    if request.get("tools"):
-        body["tools"] = _tools(request["tools"])
-        choice = _tool_choice(request.get("tool_choice"), request.get("parallel_tool_calls"))
-        if choice is not None:
-            body["tool_choice"] = choice
-    user = request.get("user")
-    if isinstance(user, str) and user:
-        body["metadata"] = {"user_id": user}
-    for key in _PASSED_THROUGH:
-        if key in request:
-            body[key] = request[key]
-    if request.get("stream") is True:
-        body["stream"] = True
-    return body
 
 
 def _anthropic_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -341,8 +362,12 @@ def _anthropic_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 # -- response ----------------------------------------------------------------------------------
 
-def _openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
-    counted = usage_from_anthropic(usage)
+def _openai_usage(usage: Mapping[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's usage object; None when Anthropic's is not usage (the row says why, as ``invalid``)."""
+    try:
+        counted = usage_from_anthropic(usage)
+    except InvalidUsage:
+        return None
     return {
         "prompt_tokens": counted.input_tokens,
         "completion_tokens": counted.output_tokens,
@@ -356,14 +381,16 @@ def _openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
 def _finish_reason(stop_reason: Any) -> str | None:
     if stop_reason is None:
         return None
-    return _FINISH_REASONS.get(stop_reason, "stop")
+    # Any other value (a reason of a newer API version, or junk such as a list) ends as "stop".
+    return _FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
 def to_openai_completion(message: Mapping[str, Any], *, created: int, fallback_model: str | None) -> dict[str, Any]:
     """A ``chat.completion`` from an Anthropic Message."""
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
-    for block in message.get("content") or ():
+    content = message.get("content")
+    for block in content if isinstance(content, list) else ():
         if not isinstance(block, Mapping):
             continue
         kind = block.get("type")
@@ -385,8 +412,9 @@ def to_openai_completion(message: Mapping[str, Any], *, created: int, fallback_m
                      "finish_reason": _finish_reason(message.get("stop_reason")) or "stop"}],
     }
     usage = message.get("usage")
-    if isinstance(usage, Mapping):
-        completion["usage"] = _openai_usage(usage)
+    translated = _openai_usage(usage) if isinstance(usage, Mapping) else None
+    if translated is not None:
+        completion["usage"] = translated
     return completion
 
 
@@ -476,60 +504,82 @@ class _StreamTranslator:
         if data is None:
             return
         kind = data.get("type")
-        if kind == "content_block_delta":
-            delta = data.get("delta")
-            if not isinstance(delta, Mapping):
-                return
-            delta_type = delta.get("type")
-            if delta_type == "text_delta" and delta.get("text"):
-                out.append(self._chunk({"content": delta["text"]}))
-            elif delta_type == "input_json_delta" and delta.get("partial_json"):
-                block_index = data.get("index")
-                index = self._tool_index.get(block_index) if type(block_index) is int else None
-                if index is not None:
-                    out.append(self._chunk({"tool_calls": [
-                        {"index": index, "function": {"arguments": delta["partial_json"]}}]}))
-        elif kind == "content_block_start":
-            block_data = data.get("content_block")
-            if not isinstance(block_data, Mapping):
-                return
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None  # a list is not hashable
+        if handler is not None:
+            handler(self, data, out)
+
+    def _content_block_delta(self, data: Mapping[str, Any], out: list[bytes]) -> None:
+        delta = data.get("delta")
+        if not isinstance(delta, Mapping):
+            return
+        delta_type = delta.get("type")
+        if delta_type == "text_delta" and delta.get("text"):
+            out.append(self._chunk({"content": delta["text"]}))
+        elif delta_type == "input_json_delta" and delta.get("partial_json"):
             block_index = data.get("index")
-            if block_data.get("type") == "tool_use" and type(block_index) is int:
-                index = len(self._tool_index)
-                self._tool_index[block_index] = index
-                call = {"index": index, "id": block_data.get("id"), "type": "function",
-                        "function": {"name": block_data.get("name"), "arguments": ""}}
-                out.append(self._chunk({"tool_calls": [call]}))
-            elif block_data.get("type") == "text" and block_data.get("text"):
-                out.append(self._chunk({"content": block_data["text"]}))
-        elif kind == "message_start":
-            message = data.get("message")
-            if isinstance(message, Mapping):
-                self._id = message.get("id")
-                self._model = message.get("model") or self._model
-                self._merge_usage(message.get("usage"))
-            out.append(self._chunk({"role": "assistant", "content": ""}))
-        elif kind == "message_delta":
-            self._merge_usage(data.get("usage"))
-            delta = data.get("delta")
-            stop_reason = delta.get("stop_reason") if isinstance(delta, Mapping) else None
-            out.append(self._chunk({}, _finish_reason(stop_reason) or "stop"))
-        elif kind == "message_stop":
-            if self._include_usage:
-                usage_chunk: dict[str, object] = {
-                    "id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                    "model": self._model, "choices": [], "usage": _openai_usage(self._usage)}
-                out.append(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
-            out.append(_DONE)
-        elif kind == "error":
-            error = data.get("error")
-            out.append(b"data: " + orjson.dumps(
-                {"error": _error_object(error if isinstance(error, Mapping) else {})}) + b"\n\n")
+            index = self._tool_index.get(block_index) if type(block_index) is int else None
+            if index is not None:
+                out.append(self._chunk({"tool_calls": [
+                    {"index": index, "function": {"arguments": delta["partial_json"]}}]}))
+
+    def _content_block_start(self, data: Mapping[str, Any], out: list[bytes]) -> None:
+        block_data = data.get("content_block")
+        if not isinstance(block_data, Mapping):
+            return
+        block_index = data.get("index")
+        if block_data.get("type") == "tool_use" and type(block_index) is int:
+            index = len(self._tool_index)
+            self._tool_index[block_index] = index
+            call = {"index": index, "id": block_data.get("id"), "type": "function",
+                    "function": {"name": block_data.get("name"), "arguments": ""}}
+            out.append(self._chunk({"tool_calls": [call]}))
+        elif block_data.get("type") == "text" and block_data.get("text"):
+            out.append(self._chunk({"content": block_data["text"]}))
+
+    def _message_start(self, data: Mapping[str, Any], out: list[bytes]) -> None:
+        message = data.get("message")
+        if isinstance(message, Mapping):
+            self._id = message.get("id")
+            self._model = message.get("model") or self._model
+            self._merge_usage(message.get("usage"))
+        out.append(self._chunk({"role": "assistant", "content": ""}))
+
+    def _message_delta(self, data: Mapping[str, Any], out: list[bytes]) -> None:
+        self._merge_usage(data.get("usage"))
+        delta = data.get("delta")
+        stop_reason = delta.get("stop_reason") if isinstance(delta, Mapping) else None
+        out.append(self._chunk({}, _finish_reason(stop_reason) or "stop"))
+
+    def _message_stop(self, data: Mapping[str, Any], out: list[bytes]) -> None:
+        usage = _openai_usage(self._usage) if self._include_usage else None
+        if usage is not None:
+            usage_chunk: dict[str, object] = {
+                "id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                "model": self._model, "choices": [], "usage": usage}
+            out.append(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
+        out.append(_DONE)
+
+    def _error(self, data: Mapping[str, Any], out: list[bytes]) -> None:
+        error = data.get("error")
+        out.append(b"data: " + orjson.dumps(
+            {"error": _error_object(error if isinstance(error, Mapping) else {})}) + b"\n\n")
 
     def _merge_usage(self, usage: Any) -> None:
         # message_delta's counts are cumulative; a field it leaves out keeps message_start's value.
         if isinstance(usage, Mapping):
             self._usage.update((k, v) for k, v in usage.items() if v is not None)
+
+
+_Handler = Callable[[_StreamTranslator, Mapping[str, Any], list[bytes]], None]
+# Anthropic's events by type; others (ping, content_block_stop) have nothing to translate.
+_HANDLERS: dict[str, _Handler] = {
+    "content_block_delta": _StreamTranslator._content_block_delta,
+    "content_block_start": _StreamTranslator._content_block_start,
+    "message_start": _StreamTranslator._message_start,
+    "message_delta": _StreamTranslator._message_delta,
+    "message_stop": _StreamTranslator._message_stop,
+    "error": _StreamTranslator._error,
+}
 
 
 class AnthropicOpenAIAdapter:
