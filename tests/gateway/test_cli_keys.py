@@ -40,9 +40,13 @@ def test_key_lifecycle_from_the_command_line(database_env: dict[str, str]) -> No
     plain = majordomo("keys", "create", "--name", "ci", env=database_env)
     assert plain.stdout.strip().startswith("mdm_sk_")
     assert "will not be shown again" in plain.stderr
+    # A shell prompt must not land on the key's line (issue 18, point 17).
+    assert plain.stdout.endswith("\n") and plain.stderr.endswith("\n")
+    as_json = majordomo("keys", "create", "--name", "ci2", "--json", env=database_env)
+    assert as_json.stdout.endswith("\n")
 
     listed = orjson.loads(run(database_env, "keys", "list", "--json"))
-    assert [k["name"] for k in listed] == ["dev", "ci"]
+    assert [k["name"] for k in listed] == ["dev", "ci", "ci2"]
     assert all("key" not in k and "key_hash" not in k for k in listed)  # never the secret, nor its hash
     assert created["key"] not in run(database_env, "keys", "list")
 

@@ -1,6 +1,6 @@
 import pytest
 from majordomo_gateway.config import load_settings
-from majordomo_gateway.proxy.headers import MetadataError, canonical_name, split_headers
+from majordomo_gateway.proxy.headers import MetadataError, canonical_name, response_headers, split_headers
 from majordomo_gateway.proxy.routing import Router, RoutingError, normalise_path
 
 ENDPOINTS = load_settings(environ={
@@ -147,3 +147,15 @@ def test_metadata_limits() -> None:
     with pytest.raises(MetadataError, match="more than 2"):
         split_headers([(f"x-majordomo-m{i}".encode(), b"v") for i in range(3)], max_metadata=2,
                       max_value_bytes=100)
+
+
+def test_underscore_spellings_of_our_headers_are_neither_forwarded_nor_ours() -> None:
+    headers = split_headers([(b"x_majordomo_key", b"mdm_sk_secret"), (b"x-majordomo_feature", b"f"),
+                             (b"x_other", b"kept")], max_metadata=8, max_value_bytes=100)
+    assert headers.forward == [("x_other", "kept")]
+    assert headers.majordomo_key is None and headers.metadata == {}
+
+
+def test_the_response_request_id_is_the_gateways_alone() -> None:
+    out = response_headers([(b"X-Majordomo-Request-Id", b"upstream"), (b"content-type", b"a")], b"ours")
+    assert out == [(b"content-type", b"a"), (b"x-majordomo-request-id", b"ours")]

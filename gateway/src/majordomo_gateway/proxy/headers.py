@@ -13,6 +13,7 @@ HOP_BY_HOP = frozenset({
 # expect: the gateway has read the whole body already; the upstream gets it in one go.
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 _RESPONSE_DROPPED = HOP_BY_HOP
+_REQUEST_ID = b"x-majordomo-request-id"
 MAJORDOMO_PREFIX = b"x-majordomo-"
 KEY_HEADER = "key"
 PROVIDER_HEADER = "provider"
@@ -55,31 +56,15 @@ _CANONICAL_MAX = 4096
 
 def split_headers(raw: list[tuple[bytes, bytes]], *, max_metadata: int, max_value_bytes: int) -> ClientHeaders:
     result = ClientHeaders()
-    connection_tokens: set[bytes] = set()
-    for name, value in raw:
-        if name == b"connection":
-            connection_tokens.update(t.strip().lower() for t in value.split(b","))
+    connection_tokens = _connection_tokens(raw)
     for name, value in raw:
         if name.startswith(MAJORDOMO_PREFIX):
-            suffix = name[len(MAJORDOMO_PREFIX):].decode("latin-1")
-            text = value.decode("utf-8", "replace")
-            if suffix == KEY_HEADER:
-                result.majordomo_key = text.strip()
-            elif suffix == PROVIDER_HEADER:
-                result.provider = text
-            elif suffix == ALIAS_HEADER:
-                result.provider_alias = text
-            elif suffix:
-                if len(value) > max_value_bytes:
-                    raise MetadataError(
-                        f"header X-Majordomo-{canonical_name(suffix)} is {len(value)} bytes; "
-                        f"the limit is {max_value_bytes}"
-                    )
-                result.metadata[canonical_name(suffix)] = text
-                if len(result.metadata) > max_metadata:
-                    raise MetadataError(f"more than {max_metadata} X-Majordomo-* metadata headers")
+            _take_majordomo(result, name[len(MAJORDOMO_PREFIX):].decode("latin-1"), value,
+                            max_metadata, max_value_bytes)
             continue
         if name in _NOT_FORWARDED or name in connection_tokens:
+            continue
+        if b"_" in name and _looks_majordomo(name):
             continue
         text_name = name.decode("latin-1")
         text_value = value.decode("latin-1")
@@ -92,12 +77,49 @@ def split_headers(raw: list[tuple[bytes, bytes]], *, max_metadata: int, max_valu
     return result
 
 
+def _connection_tokens(raw: list[tuple[bytes, bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in raw:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def _looks_majordomo(name: bytes) -> bool:
+    """``X_Majordomo_Key``, ``x-majordomo_feature``: servers that fold ``_`` into ``-`` would read them
+    as ours. They are neither forwarded (an upstream must never see a Majordomo key) nor taken as ours
+    (the spelled-out name is the only one clients are told to use)."""
+    return name.replace(b"_", b"-").startswith(MAJORDOMO_PREFIX)
+
+
+def _take_majordomo(result: ClientHeaders, suffix: str, value: bytes, max_metadata: int,
+                    max_value_bytes: int) -> None:
+    text = value.decode("utf-8", "replace")
+    if suffix == KEY_HEADER:
+        result.majordomo_key = text.strip()
+    elif suffix == PROVIDER_HEADER:
+        result.provider = text
+    elif suffix == ALIAS_HEADER:
+        result.provider_alias = text
+    elif suffix:
+        if len(value) > max_value_bytes:
+            raise MetadataError(
+                f"header X-Majordomo-{canonical_name(suffix)} is {len(value)} bytes; "
+                f"the limit is {max_value_bytes}"
+            )
+        result.metadata[canonical_name(suffix)] = text
+        if len(result.metadata) > max_metadata:
+            raise MetadataError(f"more than {max_metadata} X-Majordomo-* metadata headers")
+
+
 def _decodable_only(value: str) -> str:
     kept = [part for part in value.split(",") if part.split(";")[0].strip().lower() in _DECODABLE_CODINGS]
     return ",".join(kept).strip()
 
 
 def response_headers(raw: Iterable[tuple[bytes, bytes]], request_id: bytes) -> list[tuple[bytes, bytes]]:
-    headers = [(name.lower(), value) for name, value in raw if name.lower() not in _RESPONSE_DROPPED]
-    headers.append((b"x-majordomo-request-id", request_id))
+    # The request id is the gateway's alone: an upstream's copy would give the client two.
+    headers = [(lower, value) for name, value in raw
+               if (lower := name.lower()) not in _RESPONSE_DROPPED and lower != _REQUEST_ID]
+    headers.append((_REQUEST_ID, request_id))
     return headers
