@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import uvloop
@@ -181,10 +182,13 @@ async def closed(port: int, request: bytes, conc: int, dur: float) -> dict:
     return out
 
 
-async def open_loop(port: int, request: bytes, rate: float, dur: float, pool: int) -> dict:
+async def open_loop(port: int, request: bytes, rate: float, dur: float, pool: int,
+                    cpu: Callable[[], float]) -> dict:
     client = Client(port, request)
     await client.open(pool)
+    await asyncio.sleep(1)  # the gateway's accepts of the whole pool are not part of the phase
     start = time.monotonic()
+    cpu0 = cpu()
     total = int(rate * dur)
     i = 0
     while i < total:
@@ -194,8 +198,9 @@ async def open_loop(port: int, request: bytes, rate: float, dur: float, pool: in
             client.fire(start + i / rate)
             i += 1
         await asyncio.sleep(0.0005)
+    cpu1 = cpu()
     await client.drain(15)
-    out = summary(client.results, start, dur) | {
+    out = summary(client.results, start, dur) | {"gateway_cpu_s": cpu1 - cpu0,
         "offered_per_s": round(rate, 1), "sent": len(client.results) + client.pending, "answered": len(client.results),
         "unanswered": client.pending, "not_sent_client_cap": client.not_sent, "connection_errors": client.errors}
     _close(client)
@@ -217,11 +222,14 @@ async def run(a: argparse.Namespace, gw: gb.Gateway, store: gb.Store, res: dict)
     answered: dict[str, int] = {}
     # Warm up (the key cache, the upstream pool, PostgreSQL's backends, which are pinned after).
     await closed(gw.port, request_bytes(w, gw.key, "warmup"), 32, 2)
-    ps.pin(store.backend_pids(), "1")
+    # Store's helpers run their own event loop: in a thread, off this one.
+    ps.pin(await asyncio.to_thread(store.backend_pids), "1")
     steps = []
     for conc in a.conc:
         tag = f"closed-c{conc}"
+        c0 = ps.cpu_seconds(gw.pids)
         r = await closed(gw.port, request_bytes(w, gw.key, tag), conc, a.sat_dur)
+        r["gateway_cpu_us_per_answer"] = round((ps.cpu_seconds(gw.pids) - c0) / max(1, r["sent"]) * 1e6, 1)
         answered[tag] = r["sent"]
         steps.append(r)
         log(f"  closed c{conc}: {r['goodput_per_s']:.0f}/s p50 {r['p50_ms']} p99 {r['p99_ms']} ms "
@@ -233,13 +241,14 @@ async def run(a: argparse.Namespace, gw: gb.Gateway, store: gb.Store, res: dict)
     for rep in range(a.reps):
         for mult in a.mults:
             tag = f"open-x{mult}-r{rep}"
-            c0 = ps.cpu_seconds(gw.pids)
-            r = await open_loop(gw.port, request_bytes(w, gw.key, tag), sat * mult, a.dur, a.pool)
-            cpu = ps.cpu_seconds(gw.pids) - c0
+            r = await open_loop(gw.port, request_bytes(w, gw.key, tag), sat * mult, a.dur, a.pool,
+                                lambda: ps.cpu_seconds(gw.pids))
+            cpu = r.pop("gateway_cpu_s")
             answered[tag] = r["answered"]
             r.update(multiple=mult, rep=rep, goodput_of_saturation=round(r["goodput_per_s"] / sat, 3),
                      p99_of_saturation=round(r["p99_ms"] / best["p99_ms"], 2) if r["p99_ms"] else None,
-                     gateway_cores=round(cpu / a.dur, 2))
+                     gateway_cores=round(cpu / a.dur, 2),
+                     gateway_cpu_us_per_answer=round(cpu / max(1, r["ok"] + r["refused_503"]) * 1e6, 1))
             res["runs"].append(r)
             log(f"  open x{mult}: offered {r['offered_per_s']:.0f}/s goodput {r['goodput_per_s']:.0f}/s "
                 f"({r['goodput_of_saturation']:.0%}) p99 {r['p99_ms']} ms ({r['p99_of_saturation']}x) "
@@ -247,11 +256,20 @@ async def run(a: argparse.Namespace, gw: gb.Gateway, store: gb.Store, res: dict)
             await asyncio.sleep(1)
     deadline = time.time() + 30
     while time.time() < deadline:
-        rows = rows_by_phase(store)
+        rows = await asyncio.to_thread(rows_by_phase, store)
         if all(rows.get(t, 0) >= n for t, n in answered.items()):
             break
         await asyncio.sleep(0.5)
     res["rows"] = {t: {"answered": n, "rows": rows.get(t, 0)} for t, n in answered.items()}
+    # Where the time goes: the row's response_time_ms runs from the app's first line to the last
+    # byte; the client's latency minus that is queueing before the app (kernel, uvicorn, the loop).
+    for r in res["runs"]:
+        tag = f"open-x{r['multiple']}-r{r['rep']}"
+        found = await asyncio.to_thread(gb.pg, "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY response_time_ms), "
+                                        "percentile_cont(0.99) WITHIN GROUP (ORDER BY response_time_ms) "
+                                        "FROM llm_requests WHERE raw_metadata->>'Bench-Phase' = $1 "
+                                        "AND status_code = 200", tag, database=store.name)
+        r["in_app_p50_ms"], r["in_app_p99_ms"] = (round(v, 2) if v is not None else None for v in found[0])
     res["rows_match"] = all(rows.get(t, 0) == n for t, n in answered.items())
     log(f"  rows == answers in every phase: {res['rows_match']}")
 
