@@ -249,6 +249,10 @@ async def run(a: argparse.Namespace, gw: gb.Gateway, store: gb.Store, res: dict)
                      p99_of_saturation=round(r["p99_ms"] / best["p99_ms"], 2) if r["p99_ms"] else None,
                      gateway_cores=round(cpu / a.dur, 2),
                      gateway_cpu_us_per_answer=round(cpu / max(1, r["ok"] + r["refused_503"]) * 1e6, 1))
+            if r["refused_503"]:
+                # What a refusal costs the gateway: its CPU less the 200s at their closed-loop price.
+                served = best["gateway_cpu_us_per_answer"] * r["ok"] / 1e6
+                r["refusal_cpu_us_est"] = round((cpu - served) / r["refused_503"] * 1e6, 1)
             res["runs"].append(r)
             log(f"  open x{mult}: offered {r['offered_per_s']:.0f}/s goodput {r['goodput_per_s']:.0f}/s "
                 f"({r['goodput_of_saturation']:.0%}) p99 {r['p99_ms']} ms ({r['p99_of_saturation']}x) "
