@@ -80,7 +80,9 @@ async def test_over_max_in_flight_is_an_immediate_503_with_a_row_and_the_stream_
 
 async def test_refusing_writer_turns_requests_away_with_a_row(in_process: Any) -> None:
     writer = in_process.gateway.writer
-    writer.refusing = True  # what the writer sets while neither the database nor the spool takes rows
+    # What the writer sets while neither the database nor the spool takes rows.  Its next cycle
+    # recomputes the flag, maybe during this request's key lookup: the reason is fixed at admission.
+    writer.refusing = True
     reply = await in_process.post("/v1/chat/completions", CHAT)
     writer.refusing = False
     assert reply.status == 503 and reply.headers[b"retry-after"] == b"5"

@@ -103,7 +103,8 @@ class ProxyHandler:
         # admit: what an admitted request pays for admission control is this test and the two
         # counter updates (no lock: one event loop per worker).
         if self.in_flight >= self.max_in_flight or self.writer.refusing:
-            await self._refuse(ex)
+            # The reason is taken now: the writer's flag may change while the key is looked up.
+            await self._refuse(ex, self._refusal())
             return
         self.in_flight += 1
         try:
@@ -121,14 +122,14 @@ class ProxyHandler:
             price(ex.record, self.prices)
             self.writer.submit(ex.record)
 
-    async def _refuse(self, ex: Exchange) -> None:
+    async def _refuse(self, ex: Exchange, refusal: GatewayError) -> None:
         """A 503 with Retry-After and a row, after only the steps that say whose request it is."""
         try:
             accept(ex, self.limits)
             await authenticate(ex, self.keys)
             route(ex, self.router)
             ex.record = new_record(ex, RequestInfo())
-            raise self._refusal()
+            raise refusal
         except GatewayError as error:
             await self._fail(ex, error)
         finally:
