@@ -13,7 +13,10 @@ Query parameters (forwarded by the gateway like any query string):
   gap_ms=F                 pause between events (default --gap-ms)
   first_ms=F               pause before the first event (default: gap_ms)
 
-Usage: python upstream.py PORT [--gap-ms 1]
+Usage: python upstream.py PORT [--gap-ms 1] [--repeat K]
+
+``--repeat K`` sends every content event of a stream K times (about 18 x K + 3 events): streams
+as long as a real model's answer, where a request costs the gateway many events, not one head.
 """
 
 from __future__ import annotations
@@ -149,7 +152,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("port", type=int)
     ap.add_argument("--gap-ms", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     GAP = a.gap_ms / 1000
+    if a.repeat > 1:
+        for key, (plain, head, events) in list(ROUTES.items()):
+            # The first event opens the message and the last two carry the end and the usage.
+            ROUTES[key] = (plain, head, [events[0], *events[1:-2] * a.repeat, *events[-2:]])
     uvloop.install()
     asyncio.run(main(a.port))

@@ -84,6 +84,9 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
         ("MAJORDOMO_WRITER_BATCH_SIZE", "true", "must be a positive integer"),
         ("MAJORDOMO_PROXY_READ_TIMEOUT", "nan", "must be a positive number of seconds"),
         ("MAJORDOMO_PROXY_READ_TIMEOUT", "soon", "must be a positive number of seconds"),
+        ("MAJORDOMO_PROXY_MAX_IN_FLIGHT", "0", "must be a positive integer"),
+        ("MAJORDOMO_WRITER_ON_SPOOL_FAILURE", "serve",
+         "must be refuse (answer 503 while rows cannot be recorded) or accept (serve anyway)"),
     ],
 )
 def test_bad_numbers_say_what_is_expected(variable: str, value: str, expected: str, tmp_path: Path,
@@ -100,3 +103,12 @@ def test_fractional_count_in_yaml_is_refused(tmp_path: Path) -> None:
     config.write_text("writer:\n  batch_size: 1.5\n")
     with pytest.raises(ConfigError, match=r"writer\.batch_size.*positive integer"):
         load_settings(config, environ={})
+
+
+def test_admission_and_spool_failure_settings(tmp_path: Path) -> None:
+    settings = load_settings(environ={})
+    assert settings.proxy.max_in_flight == 1024 and settings.writer.on_spool_failure == "refuse"
+    config = tmp_path / "c.yaml"
+    config.write_text("proxy:\n  max_in_flight: 64\nwriter:\n  on_spool_failure: Accept\n")
+    settings = load_settings(config, environ={})
+    assert settings.proxy.max_in_flight == 64 and settings.writer.on_spool_failure == "accept"

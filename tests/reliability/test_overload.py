@@ -4,7 +4,8 @@ First the saturation point: closed-loop clients at rising concurrency until thro
 growing.  Then an open loop (arrivals do not slow down when the gateway does) at twice that rate,
 with at most ``MAX_IN_FLIGHT`` requests pending on the client side.  The gateway must not crash,
 its latency must grow without collapsing its throughput, memory must stay bounded, and every
-request a client saw answered must have its row.
+request a client saw answered (a 503 from admission control included) must have its row.
+bench/overload.py measures admission control itself (docs/reliability.md).
 
 Everything runs on one machine: load generator, mock upstream, gateway and PostgreSQL share its
 CPUs, so "saturation" is the saturation of that whole system, which is what the numbers report.
@@ -86,9 +87,9 @@ async def test_twice_saturation_for_sixty_seconds(make_gateway, mock_process: Mo
     assert not accounting.lost, [o.seq for o in accounting.lost[:10]]
     assert accounting.duplicated == accounting.foreign == accounting.mismatched == 0, accounting.as_dict()
     assert ready["writer"]["rows_dropped"] == 0
-    # Graceful: overload costs latency; throughput sags (the gateway has no admission limit, so
-    # thousands of concurrent requests cost per-request overhead) but never collapses.
-    assert all(o.status == 200 for o in result.outcomes), result.statuses()
+    # Graceful: beyond proxy.max_in_flight requests are refused with a 503 (each with its row,
+    # counted above), never another error; throughput sags but never collapses.
+    assert {o.status for o in result.outcomes} <= {200, 503}, result.statuses()
     assert result.rate() >= 0.4 * saturation, (result.rate(), saturation)
     assert all(w["ok_per_s"] >= 0.25 * saturation for w in windows[:-1]), windows
     assert watcher.peak_rss_mb() < 1024

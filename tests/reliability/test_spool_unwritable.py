@@ -1,6 +1,8 @@
 """Scenario 6: the spool cannot be written (disk full, or not a directory at all).
 
-The choice (documented in docs/reliability.md): the gateway keeps serving.  It says so loudly —
+``writer.on_spool_failure`` (docs/reliability.md) chooses.  ``refuse``, the default: while the
+database is down too, requests get a 503 rather than be served unrecorded (the last test).
+``accept``: the gateway keeps serving (the first two).  It says so loudly —
 a CRITICAL log line, ``/readyz`` status ``degraded`` with a warning, ``spool_ok: false`` and
 ``spool_errors`` — and holds rows in memory up to ``writer.queue_size``; rows beyond that bound
 are dropped and counted (``rows_dropped``).  A stop in that state exits in bounded time.
@@ -14,9 +16,23 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from tests.support.reliability import Load, PgCluster, Watcher, account, log_lines, spool_files, wait_settled
+from tests.support.reliability import (
+    CHAT,
+    OPENAI_KEY,
+    SEQ_HEADER,
+    WARM,
+    Load,
+    PgCluster,
+    Watcher,
+    account,
+    full_filesystem,
+    log_lines,
+    spool_files,
+    wait_settled,
+)
 
 
 @contextlib.contextmanager
@@ -36,7 +52,8 @@ async def test_spool_not_a_directory_reported_then_rows_held_in_memory_then_boun
         make_gateway, pg_cluster: PgCluster, tmp_path: Path, record_result) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a regular file where the spool directory should be\n")
-    gw = await make_gateway("postgres", spool_dir=blocker / "spool", writer_queue_size="50000")
+    gw = await make_gateway("postgres", spool_dir=blocker / "spool", writer_queue_size="50000",
+                            writer_on_spool_failure="accept")
     # Reported at start, before any row needs the spool.
     status, ready = await gw.readyz()
     assert status == 200 and ready["status"] == "degraded", ready
@@ -82,7 +99,8 @@ async def test_spool_not_a_directory_reported_then_rows_held_in_memory_then_boun
 
 async def test_spool_on_a_full_tmpfs(make_gateway, pg_cluster: PgCluster, tmp_path: Path, record_result) -> None:
     with tiny_tmpfs(tmp_path / "tiny") as tiny:
-        gw = await make_gateway("postgres", spool_dir=tiny / "spool", writer_queue_size="2000")
+        gw = await make_gateway("postgres", spool_dir=tiny / "spool", writer_queue_size="2000",
+                                writer_on_spool_failure="accept")
         async with Load(gw.url, gw.key) as load:
             await load.closed_loop(4, duration=5, max_requests=8)
             pg_cluster.stop("immediate")
@@ -105,4 +123,46 @@ async def test_spool_on_a_full_tmpfs(make_gateway, pg_cluster: PgCluster, tmp_pa
         # was dropped, and every drop is counted.
         assert len(accounting.lost) == dropped, (accounting.as_dict(), dropped)
         assert accounting.duplicated == accounting.foreign == 0, accounting.as_dict()
+        gw.kill()
+
+
+async def test_full_spool_and_database_down_refuses_with_503_then_serves_again(
+        make_gateway, pg_cluster: PgCluster, tmp_path: Path, record_result) -> None:
+    """writer.on_spool_failure: refuse (the default): while no row could be recorded, requests get
+    a 503 in the provider's shape with Retry-After, instead of being served unrecorded."""
+    with full_filesystem(tmp_path / "full") as spool:
+        gw = await make_gateway("postgres", spool_dir=spool)
+        _, ready = await gw.readyz()
+        assert ready["writer"]["spool_ok"] is False, ready  # found at start, before rows need it
+        async with Load(gw.url, gw.key, run="refuse") as load:
+            before = await load.closed_loop(4, duration=2, max_requests=8)
+            pg_cluster.stop("immediate")
+            during = await load.closed_loop(4, duration=3, max_requests=3000)
+            async with aiohttp.ClientSession() as session, session.post(
+                    gw.url + "/v1/chat/completions", json=CHAT,
+                    headers={"X-Majordomo-Key": gw.key, "Authorization": f"Bearer {OPENAI_KEY}",
+                             SEQ_HEADER: f"{WARM}refused"}) as response:
+                refused = (response.status, response.headers.get("Retry-After"), await response.json())
+            ready_status, ready_during = await gw.readyz()
+            pg_cluster.start()
+            await wait_settled([gw], timeout=30)
+            after = await load.closed_loop(4, duration=2, max_requests=len(load.outcomes) + 200)
+        accounting = await account(gw, load.outcomes)
+        statuses = during.statuses()
+        # The answers served after the database went down and before the writer noticed (its next
+        # batch) are the only 200s; from then on, every request is refused.
+        tail = during.outcomes[len(during.outcomes) // 4:]
+        record_result(statuses_during=statuses, first_refusal_s=round(min(
+            (o.started for o in during.outcomes if o.status == 503), default=0) - during.outcomes[0].started, 3),
+            **accounting.as_dict(), refusing_log=len(log_lines(gw, "refusing requests")))
+        assert {o.status for o in before.outcomes} == {200}
+        assert {o.status for o in tail} == {503}, statuses
+        assert refused[0] == 503 and refused[1] == "5", refused
+        assert refused[2]["error"]["code"] == "not_recorded", refused  # OpenAI's error shape
+        assert ready_status == 503 and ready_during["writer"]["refusing_requests"] is True, ready_during
+        assert any("refusing requests" in w for w in ready_during["warnings"]), ready_during
+        assert log_lines(gw, "CRITICAL", "refusing requests (503)")
+        assert {o.status for o in after.outcomes} == {200}, after.statuses()
+        # Every answer, 503s included, has its row: held in memory while nothing would take them.
+        assert not accounting.lost and accounting.duplicated == accounting.foreign == 0, accounting.as_dict()
         gw.kill()

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -532,6 +532,38 @@ async def wait_settled(gateways: Sequence[Gateway], *, timeout: float = 60) -> f
             return round(time.monotonic() - started, 2)
         await asyncio.sleep(0.1)
     raise AssertionError(f"the writers did not settle in {timeout}s: {last}")
+
+
+@contextlib.contextmanager
+def full_filesystem(path: Path, size: str = "64k") -> Iterator[Path]:
+    """A spool directory no file can be written in: on a tmpfs of ``size`` filled to the last byte
+    (as root, locally and in CI), else a read-only directory; as root where mounting is not
+    allowed, a path under a regular file (root ignores permissions).  The directory exists, as
+    one made before the disk filled up would."""
+    path.mkdir(parents=True, exist_ok=True)
+    spool = path / "spool"
+    if os.geteuid() != 0:
+        spool.mkdir()
+        spool.chmod(0o555)
+        try:
+            yield spool
+        finally:
+            spool.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        (path / "not-a-dir").write_text("a regular file where the spool directory should be\n")
+        yield path / "not-a-dir" / "spool"
+        return
+    try:
+        spool.mkdir()
+        with open(path / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):  # ENOSPC: full
+            for _ in range(100_000):
+                filler.write(b"\0" * 4096)
+        yield spool
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def spool_files(directory: Path) -> list[Path]:

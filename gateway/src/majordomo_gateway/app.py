@@ -44,7 +44,8 @@ class Gateway:
         self._database_ready = False
         self.writer = RowWriter(self.database, self.spool, batch_size=settings.writer.batch_size,
                                 flush_interval=settings.writer.flush_interval,
-                                queue_size=settings.writer.queue_size, prepare=self._prepare_database)
+                                queue_size=settings.writer.queue_size, prepare=self._prepare_database,
+                                on_spool_failure=settings.writer.on_spool_failure)
         self.keys = KeyCache(self.database, ttl=settings.auth.cache_ttl, max_size=settings.auth.cache_size)
         self.prices = PriceBook(settings.pricing.overrides_file, provider_ids=pricing_ids(settings))
         self.price_refresher = (PriceRefresher(settings.pricing.refresh_url, settings.pricing.refresh_interval)

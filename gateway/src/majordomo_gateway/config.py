@@ -100,6 +100,10 @@ class ProxySettings:
     max_metadata_value_bytes: int = 1024
     # Ask OpenAI-style chat streams for usage (stream_options.include_usage) and hide the extra chunk.
     inject_stream_usage: bool = True
+    # Requests one worker serves at once (streams included); more get an immediate 503 with
+    # Retry-After.  High enough for the 1,000 open streams a worker is sized for (docs/performance.md),
+    # low enough that a flood queues in 503s, not in seconds of latency (docs/reliability.md).
+    max_in_flight: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,9 @@ class WriterSettings:
     flush_interval: float = 0.1
     queue_size: int = 20_000
     spool_dir: str = "majordomo-spool"
+    # Database down and spool not writable: "refuse" answers 503 rather than serve requests whose
+    # rows could be lost; "accept" serves them, rows held in memory up to queue_size.
+    on_spool_failure: str = "refuse"
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +218,13 @@ def _log_level(value: Any) -> str:
     return text
 
 
+def _spool_failure(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("refuse", "accept"):
+        raise ValueError("must be refuse (answer 503 while rows cannot be recorded) or accept (serve anyway)")
+    return text
+
+
 def _text(value: Any) -> str:
     return str(value)
 
@@ -253,6 +267,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "max_metadata_headers": _positive_int,
         "max_metadata_value_bytes": _positive_int,
         "inject_stream_usage": _flag,
+        "max_in_flight": _positive_int,
     }),
     "auth": (AuthSettings, {"cache_ttl": _positive_float, "cache_size": _positive_int}),
     "writer": (WriterSettings, {
@@ -260,6 +275,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "flush_interval": _positive_float,
         "queue_size": _positive_int,
         "spool_dir": _text,
+        "on_spool_failure": _spool_failure,
     }),
     "pricing": (PricingSettings, {
         "overrides_file": _text,

@@ -48,17 +48,19 @@ class GatewayError(Exception):
 
     Raised by any pipeline step; proxy/pipeline.py catches it in one place, sends it, and, when the
     request already has a row, records it with ``status`` (and ``record_message``, when set, as
-    the row's error message).  ``provider`` names the route in the body for upstream failures.
+    the row's error message).  ``provider`` names the route in the body for upstream failures;
+    ``retry_after`` (seconds), when set, is sent as ``Retry-After``, which the SDKs' retries honour.
     """
 
     def __init__(self, status: int, code: str, message: str, *, provider: str | None = None,
-                 record_message: str | None = None) -> None:
+                 record_message: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.provider = provider
         self.record_message = record_message
+        self.retry_after = retry_after
 
     def body(self, shape: ErrorShape | None) -> bytes:
         extra: dict[str, object] = {} if self.provider is None else {"provider": self.provider}
@@ -68,4 +70,6 @@ class GatewayError(Exception):
 
     async def send(self, send: Send, shape: ErrorShape | None = None,
                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if self.retry_after is not None:
+            extra_headers = [*(extra_headers or ()), (b"retry-after", str(self.retry_after).encode())]
         await send_json(send, self.status, self.body(shape), extra_headers)

@@ -1,7 +1,13 @@
 """One proxied request, start to finish, as named steps over one ``Exchange``:
 
-    accept → authenticate → route → read_body → prepare → forward → relay → meter → price → record
+    admit → accept → authenticate → route → read_body → prepare → forward → relay → meter → price → record
 
+- admit: a counter and a flag, nothing else.  While ``proxy.max_in_flight`` requests are being
+  served by this worker (streams included, until their last byte), or while the writer says rows
+  cannot be recorded (``writer.on_spool_failure: refuse``), the request is refused: it still goes
+  through accept, authenticate and route (so the refusal has a key, a route and the provider's
+  error shape), then gets a 503 with ``Retry-After`` and a row, without reading its body or
+  reaching the upstream.  Only admission is bounded: a stream already flowing is never cut;
 - accept: the client's headers, split into what goes upstream and what is for Majordomo;
 - authenticate: the X-Majordomo-Key, through the key cache;
 - route: which provider, from the path or the X-Majordomo-Provider header;
@@ -34,6 +40,7 @@ from majordomo_gateway.auth.cache import KeyCache, KeyStatus
 from majordomo_gateway.auth.keys import hash_secret
 from majordomo_gateway.config import ProxySettings, Settings
 from majordomo_gateway.pricing import PriceBook
+from majordomo_gateway.providers.base import RequestInfo
 from majordomo_gateway.proxy.adapter import AdapterError
 from majordomo_gateway.proxy.errors import GatewayError
 from majordomo_gateway.proxy.exchange import Exchange, Receive, Scope, Send
@@ -48,10 +55,14 @@ from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
 from majordomo_gateway.storage.writer import RowWriter
 
-__all__ = ["MAX_REQUEST_BODY", "ProxyHandler", "accept", "authenticate", "finish_timings", "forward",
-           "prepare", "read_body", "route"]
+__all__ = ["MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler", "accept",
+           "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route"]
 
 MAX_REQUEST_BODY = 64 * 1024 * 1024
+# Retry-After, in seconds: an overload passes with the burst; a full disk or a dead database
+# takes longer, and retrying every second would only add refusals.
+OVERLOAD_RETRY_AFTER = 1
+UNRECORDED_RETRY_AFTER = 5
 _CREDENTIAL_QUERY_KEYS = frozenset({"key"})
 
 
@@ -69,6 +80,9 @@ class ProxyHandler:
         self.prices = prices
         self.upstream: Upstream | None = upstream
         self._owns_upstream = upstream is None
+        #: requests admitted and not yet finished (their last byte sent or their error answered)
+        self.in_flight = 0
+        self.max_in_flight = settings.proxy.max_in_flight
         if settings.proxy.inject_stream_usage:
             injector = StreamUsageInjector()
             for name in router.routes_of_kind("openai"):
@@ -86,16 +100,56 @@ class ProxyHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(scope, receive, send, time.perf_counter(), datetime.now(UTC))
+        # admit: what an admitted request pays for admission control is this test and the two
+        # counter updates (no lock: one event loop per worker).
+        if self.in_flight >= self.max_in_flight or self.writer.refusing:
+            # The reason is taken now: the writer's flag may change while the key is looked up.
+            await self._refuse(ex, self._refusal())
+            return
+        self.in_flight += 1
         try:
             await self._steps(ex)
         except GatewayError as error:
             await self._fail(ex, error)
         finally:
-            if ex.record is not None:
-                meter(ex)
-                finish_timings(ex.record, ex.started)
-                price(ex.record, self.prices)
-                self.writer.submit(ex.record)
+            self.in_flight -= 1
+            self._record(ex)
+
+    def _record(self, ex: Exchange) -> None:
+        if ex.record is not None:
+            meter(ex)
+            finish_timings(ex.record, ex.started)
+            price(ex.record, self.prices)
+            self.writer.submit(ex.record)
+
+    async def _refuse(self, ex: Exchange, refusal: GatewayError) -> None:
+        """A 503 with Retry-After and a row, after only the steps that say whose request it is."""
+        try:
+            accept(ex, self.limits)
+            await authenticate(ex, self.keys)
+            route(ex, self.router)
+            ex.record = new_record(ex, RequestInfo())
+            raise refusal
+        except GatewayError as error:
+            await self._fail(ex, error)
+        finally:
+            self._record(ex)
+
+    def _refusal(self) -> GatewayError:
+        if self.writer.refusing:
+            return GatewayError(503, "not_recorded",
+                                "Majordomo cannot record requests right now (its database is down and its spool "
+                                "cannot be written), so it refuses them rather than serve them unrecorded. "
+                                f"Retry in {UNRECORDED_RETRY_AFTER} s.",
+                                record_message="refused, not recorded: database down and spool not writable "
+                                               "(writer.on_spool_failure=refuse)",
+                                retry_after=UNRECORDED_RETRY_AFTER)
+        return GatewayError(503, "overloaded",
+                            f"Majordomo is overloaded: this worker is already serving {self.max_in_flight} "
+                            f"requests (proxy.max_in_flight). Retry in {OVERLOAD_RETRY_AFTER} s.",
+                            record_message=f"overloaded: refused at {self.in_flight} requests in flight "
+                                           f"(proxy.max_in_flight={self.max_in_flight})",
+                            retry_after=OVERLOAD_RETRY_AFTER)
 
     async def _steps(self, ex: Exchange) -> None:
         accept(ex, self.limits)
@@ -208,10 +262,20 @@ def prepare(ex: Exchange) -> None:
                            f"Model {info.model!r} is a Gemini model, but without an X-Majordomo-Provider "
                            "header this path goes to OpenAI. Send X-Majordomo-Provider: gemini-openai "
                            "(majordomo_frameworks' build_extra_headers_gemini() does this).")
-    query = ex.query
+    ex.record = new_record(ex, info)
+    if ex.adapted is not None:
+        ex.body, ex.forward = ex.adapted.body, ex.adapted.headers
+        ex.upstream_path = ex.adapted.path or ex.raw_path
+
+
+def new_record(ex: Exchange, info: RequestInfo) -> RequestRecord:
+    """The request's row, once it is known whose request it is and where it goes."""
+    chosen, headers, query = ex.route, ex.headers, ex.query
+    assert chosen is not None and ex.key is not None
+    provider = chosen.provider
     query_params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
     credential = provider.credential(headers.lowered, query_params)
-    ex.record = RequestRecord(
+    return RequestRecord(
         id=str(uuid_utils.uuid7()),
         majordomo_api_key_id=ex.key.id,
         provider_api_key_hash=hash_secret(credential) if credential else None,
@@ -219,7 +283,7 @@ def prepare(ex: Exchange) -> None:
         provider=provider.name,
         route=chosen.name,
         model=info.model,
-        request_path=_logged_path(path, query),
+        request_path=_logged_path(ex.path, query),
         request_method=ex.scope["method"],
         requested_at=ex.requested_at,
         responded_at=ex.requested_at,
@@ -227,9 +291,6 @@ def prepare(ex: Exchange) -> None:
         streamed=info.stream,
         raw_metadata=headers.metadata,
     )
-    if ex.adapted is not None:
-        ex.body, ex.forward = ex.adapted.body, ex.adapted.headers
-        ex.upstream_path = ex.adapted.path or ex.raw_path
 
 
 async def forward(ex: Exchange, upstream: Upstream) -> UpstreamAnswer:

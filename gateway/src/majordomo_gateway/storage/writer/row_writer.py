@@ -39,9 +39,12 @@ class RowWriter:
         flush_interval: float = 0.1,
         queue_size: int = 20_000,
         prepare: Prepare | None = None,
+        on_spool_failure: str = "refuse",
     ) -> None:
         """``prepare``: called before each reconnection attempt (connect, migrate), so a gateway
-        started while its database was down gets going once it is back; default ``connect``."""
+        started while its database was down gets going once it is back; default ``connect``.
+        ``on_spool_failure``: ``refuse`` sets ``refusing`` while neither the database nor the spool
+        would take a row; ``accept`` never does (rows are then held in memory, bounded)."""
         self.database = database
         self.spool = spool
         self.batch_size = batch_size
@@ -64,6 +67,10 @@ class RowWriter:
         self._inflight_spooled = False
         self._ticks = 0  # guard ticks so far
         self._busy_tick: int | None = None  # the tick at which the writer started waiting on the database
+        self._refuse_unrecorded = on_spool_failure == "refuse"
+        #: True while new requests should be refused because their rows could not be recorded:
+        #: a plain attribute, so that admission reads it for free.  Kept current by both tasks.
+        self.refusing = False
 
     # -- the request side -------------------------------------------------------------------
     def submit(self, record: RequestRecord) -> None:
@@ -95,6 +102,19 @@ class RowWriter:
     def mark_unavailable(self, reason: str) -> None:
         """The owner found the database down (e.g. at start): spool, and probe until it is back."""
         self.outage.mark_down(DatabaseUnavailable(reason))
+        self._update_refusing()
+
+    def _update_refusing(self) -> None:
+        refusing = self._refuse_unrecorded and not (self.outage.database_ok or self.keeper.ok)
+        if refusing != self.refusing:
+            self.refusing = refusing
+            if refusing:
+                log.critical("refusing requests (503) until rows can be recorded: the database is down (%s) and "
+                             "the spool is not writable (%s); writer.on_spool_failure=accept would serve them",
+                             self.counters.last_error, self.counters.last_spool_error)
+            else:
+                log.warning("rows can be recorded again (database %s, spool %s): accepting requests",
+                            "up" if self.outage.database_ok else "down", "ok" if self.keeper.ok else "not writable")
 
     @property
     def database_ok(self) -> bool:
@@ -159,6 +179,7 @@ class RowWriter:
             inflight_rows=self.queue.held_rows(),
             oldest_unwritten_age_s=round(max(0.0, time.time() - min(oldest)), 3) if oldest else None,
             spool_ok=self.keeper.ok,
+            refusing_requests=self.refusing,
             spool_files=state.files,
             spool_bytes=state.bytes,
             rows_written=counters.rows_written,
@@ -197,6 +218,7 @@ class RowWriter:
                 await asyncio.sleep(self.flush_interval)
             finally:
                 self._busy_tick = None
+                self._update_refusing()
             progress = not before or counters.settled > settled
             if not self._stopping:
                 continue
@@ -286,6 +308,7 @@ class RowWriter:
                     await self.keeper.check()
                     next_check = now + self.keeper.check_interval()
                 await self._protect()
+                self._update_refusing()
                 self._log_status()
             except Exception:
                 log.exception("row writer guard failed; retrying")

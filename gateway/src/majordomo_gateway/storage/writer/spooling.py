@@ -117,8 +117,9 @@ class SpoolKeeper:
         if self.ok:
             self.ok = False
             log.critical("cannot write the spool (%s): rows that cannot reach the database are held in memory, "
-                         "at most writer.queue_size=%d, and are lost if the process stops; the gateway keeps "
-                         "serving", self.counters.last_spool_error, self.queue.queue_size)
+                         "at most writer.queue_size=%d, and are lost if the process stops; "
+                         "writer.on_spool_failure says whether requests are served meanwhile",
+                         self.counters.last_spool_error, self.queue.queue_size)
 
     def _works(self) -> None:
         if not self.ok:

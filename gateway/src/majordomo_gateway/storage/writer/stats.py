@@ -37,6 +37,7 @@ class WriterStats:
     inflight_rows: int
     oldest_unwritten_age_s: float | None
     spool_ok: bool
+    refusing_requests: bool
     spool_files: int
     spool_bytes: int
     rows_written: int
@@ -62,6 +63,8 @@ class WriterStats:
         if not self.spool_ok:
             found.append(f"spool not writable ({self.last_spool_error}): rows that cannot reach the database "
                          f"are held in memory (at most {self.queue_size}) and lost if the process stops")
+        if self.refusing_requests:
+            found.append("refusing requests (503): rows could not be recorded (writer.on_spool_failure=refuse)")
         if self.rows_dropped:
             found.append(f"{self.rows_dropped} rows dropped since start (database and spool both unavailable)")
         if self.rows_rejected:
