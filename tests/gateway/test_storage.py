@@ -12,6 +12,7 @@ import pytest
 import uuid_utils
 from majordomo_gateway.auth.keys import display_prefix, generate_key, hash_secret
 from majordomo_gateway.storage.database import Database, open_database
+from majordomo_gateway.storage.migration import load_migrations
 from majordomo_gateway.storage.records import COLUMNS, truncate_message
 
 from tests.support import PostgresServer
@@ -27,7 +28,8 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         url = server.create()
     db = open_database(url)
     await db.connect()
-    assert await db.migrate() == ["0001_initial"]
+    # A fresh database gets every shipped migration, in order.
+    assert await db.migrate() == [f"{m.version:04d}_{m.name}" for m in load_migrations(db.dialect)]
     assert await db.migrate() == []  # idempotent
     yield db
     await db.close()
