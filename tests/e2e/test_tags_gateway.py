@@ -154,3 +154,83 @@ async def test_pydantic_ai_two_concurrent_runs(env: GatewayProcess, mock_upstrea
     }
     assert all(row["majordomo_api_key_id"] == env.key_id for row in rows)
     no_majordomo_headers(mock_upstream)
+
+
+async def test_langchain_chat_openai_sync_async_and_stream(env: GatewayProcess, mock_upstream: MockUpstream) -> None:
+    from langchain_openai import ChatOpenAI
+
+    chat = ChatOpenAI(model="gpt-4o", base_url=f"{env.url}/v1", api_key=PROVIDER_KEYS["OPENAI_API_KEY"],  # type: ignore[arg-type]
+                      max_retries=0)
+    with tag(feature="langchain", user_id="u-lc"):
+        chat.invoke("Hello!")
+        with tag(step="async"):
+            await chat.ainvoke("Hello!")
+        with tag(step="stream"):
+            "".join(str(chunk.content) for chunk in chat.stream("Hello!"))
+
+    rows = await latest_rows(env, 3)
+    steps = sorted(str(row["raw_metadata"].get("Step")) for row in rows)
+    assert steps == ["None", "async", "stream"]
+    for row in rows:
+        assert row["majordomo_api_key_id"] == env.key_id
+        assert row["raw_metadata"]["Feature"] == "langchain"
+        assert row["raw_metadata"]["User-Id"] == "u-lc"
+    assert [row["streamed"] for row in rows if row["raw_metadata"].get("Step") == "stream"] == [True]
+    no_majordomo_headers(mock_upstream)
+
+
+async def test_openai_agents_runner(env: GatewayProcess, mock_upstream: MockUpstream) -> None:
+    from agents import Agent as AgentsAgent
+    from agents import OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)  # the SDK would otherwise export traces to OpenAI's servers
+    client = openai.AsyncOpenAI(base_url=f"{env.url}/v1", api_key=PROVIDER_KEYS["OPENAI_API_KEY"], max_retries=0)
+    agent = AgentsAgent(name="helper", instructions="Be brief.",
+                        model=OpenAIChatCompletionsModel(model="gpt-4o", openai_client=client))
+
+    async def run_for(user: str) -> None:
+        with tag(feature="agents-sdk", user_id=user):
+            await Runner.run(agent, "Hello!")
+
+    await asyncio.gather(run_for("u-a"), run_for("u-b"))
+    rows = await latest_rows(env, 2)
+    assert sorted(row["raw_metadata"]["User-Id"] for row in rows) == ["u-a", "u-b"]
+    assert all(row["raw_metadata"]["Feature"] == "agents-sdk" and row["majordomo_api_key_id"] == env.key_id
+               for row in rows)
+    no_majordomo_headers(mock_upstream)
+
+
+async def test_litellm_as_a_client_sync_and_async(env: GatewayProcess, mock_upstream: MockUpstream,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read at import: LiteLLM would otherwise fetch its price map from the internet.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    options = {"model": "openai/gpt-4o", "api_base": f"{env.url}/v1", "api_key": PROVIDER_KEYS["OPENAI_API_KEY"],
+               "messages": MESSAGES, "num_retries": 0}
+    with tag(feature="litellm", user_id="u-ll"):
+        litellm.completion(**options)
+        with tag(step="async"):
+            await litellm.acompletion(**options)
+
+    rows = await latest_rows(env, 2)
+    assert sorted(str(row["raw_metadata"].get("Step")) for row in rows) == ["None", "async"]
+    assert all(row["raw_metadata"]["User-Id"] == "u-ll" and row["majordomo_api_key_id"] == env.key_id
+               for row in rows)
+    no_majordomo_headers(mock_upstream)
+
+
+async def test_agno_plain_model_with_instrument(env: GatewayProcess, mock_upstream: MockUpstream,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agno model built by hand (not create_model) picks the tags up through instrument()."""
+    monkeypatch.setenv("AGNO_TELEMETRY", "false")
+    from agno.agent import Agent as AgnoAgent
+    from agno.models.openai import OpenAIChat
+
+    model = OpenAIChat(id="gpt-4o", base_url=f"{env.url}/v1", api_key=PROVIDER_KEYS["OPENAI_API_KEY"])
+    with tag(feature="agno-plain", user_id="u-ag"):
+        await AgnoAgent(model=model, instructions="Be brief.").arun("Hello!")
+    [row] = await latest_rows(env, 1)
+    assert row["majordomo_api_key_id"] == env.key_id
+    assert row["raw_metadata"] == {"Feature": "agno-plain", "User-Id": "u-ag"}
+    no_majordomo_headers(mock_upstream)
