@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-slow lint typecheck bench clean
+.PHONY: install run demo test test-slow lint typecheck bench clean
 
 $(STAMP): gateway/pyproject.toml frameworks/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 ## Run the gateway on http://127.0.0.1:7680 with the embedded SQLite database ./majordomo.db
 run: install
 	$(BIN)/majordomo serve
+
+## A simulated week of traffic through the real gateway into ./majordomo-demo.db, then serve it
+demo: install
+	$(BIN)/majordomo demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from majordomo_gateway.auth.cache import KeyCache
+from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.pricing.refresh import PriceRefresher
@@ -34,10 +35,11 @@ READY_TIMEOUT = 2.0
 
 class Gateway:
     """``Gateway(settings)`` is the ASGI callable; its lifespan connects and drains everything.
-    ``upstream`` replaces the HTTP client requests go out through (tests pass an in-memory one)."""
+    ``upstream`` replaces the HTTP client requests go out through (tests pass an in-memory one,
+    ``majordomo demo`` a simulated provider); ``clock`` the time rows are stamped with."""
 
     def __init__(self, settings: Settings, database: Database | None = None,
-                 upstream: Upstream | None = None) -> None:
+                 upstream: Upstream | None = None, clock: Clock = utc_now) -> None:
         self.settings = settings
         self.database = database or open_database(settings.database.url)
         self.spool = Spool(settings.writer.spool_dir)
@@ -51,7 +53,7 @@ class Gateway:
         self.price_refresher = (PriceRefresher(settings.pricing.refresh_url, settings.pricing.refresh_interval)
                                 if settings.pricing.refresh_url else None)
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
-                                  self.prices, upstream)
+                                  self.prices, upstream, clock)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the

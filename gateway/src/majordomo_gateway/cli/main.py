@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from majordomo_gateway import __version__
 from majordomo_gateway.cli import db as db_commands
+from majordomo_gateway.cli import demo as demo_command
 from majordomo_gateway.cli import keys as key_commands
 from majordomo_gateway.cli import pricing as pricing_commands
 from majordomo_gateway.cli import proxy_keys as proxy_key_commands
@@ -33,6 +34,7 @@ examples:
   majordomo pricing show claude-sonnet-4-5     # the prices charged, and where they come from
   majordomo pricing unpriced                   # models seen without a price
   majordomo reprice --since 2025-06-01 --dry-run
+  majordomo demo                               # a simulated week of traffic, to look around first
   sqlite3 majordomo.db "SELECT raw_metadata->>'Feature', SUM(total_cost) FROM llm_requests GROUP BY 1"
 """
 
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_command.add_parser(commands, _common)
     reprice_command.add_parser(commands, _common)
     status_command.add_parser(commands)
+    demo_command.add_parser(commands, _common)
     return parser
 
 

@@ -92,7 +92,7 @@ def _handle(args: argparse.Namespace) -> int:
     elif args.csv:
         _print_csv(report)
     else:
-        _print_table(report)
+        print_table(report)
     return 0
 
 
@@ -124,7 +124,7 @@ def _text(name: str, value: Any) -> str:
     return str(value)
 
 
-def _print_table(report: UsageReport) -> None:
+def print_table(report: UsageReport) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -31,13 +31,14 @@ translation, the stream-usage injection); the usage parser still sees the upstre
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode
 
 import uuid_utils
 
 from majordomo_gateway.auth.cache import KeyCache, KeyStatus
 from majordomo_gateway.auth.keys import hash_secret
+from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import ProxySettings, Settings
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.providers.base import RequestInfo
@@ -68,11 +69,13 @@ _CREDENTIAL_QUERY_KEYS = frozenset({"key"})
 
 class ProxyHandler:
     """The proxy's ASGI callable.  ``upstream`` is the client requests go out through; by default
-    (None) a real UpstreamClient, made at start() and closed at close()."""
+    (None) a real UpstreamClient, made at start() and closed at close().  ``clock`` stamps each
+    request's ``requested_at`` (``majordomo demo`` replays a week in seconds through it)."""
 
     def __init__(self, settings: Settings, router: Router, keys: KeyCache, writer: RowWriter,
-                 prices: PriceBook, upstream: Upstream | None = None) -> None:
+                 prices: PriceBook, upstream: Upstream | None = None, clock: Clock = utc_now) -> None:
         self.settings = settings
+        self.clock = clock
         self.limits = settings.proxy
         self.router = router
         self.keys = keys
@@ -99,7 +102,7 @@ class ProxyHandler:
             self.upstream = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ex = Exchange(scope, receive, send, time.perf_counter(), datetime.now(UTC))
+        ex = Exchange(scope, receive, send, time.perf_counter(), self.clock())
         # admit: what an admitted request pays for admission control is this test and the two
         # counter updates (no lock: one event loop per worker).
         if self.in_flight >= self.max_in_flight or self.writer.refusing:
