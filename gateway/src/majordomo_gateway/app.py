@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from majordomo_gateway.auth.cache import KeyCache
+from majordomo_gateway.auth.vault import ProxyKeyVault
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
 from majordomo_gateway.pricing import PriceBook
@@ -49,11 +50,14 @@ class Gateway:
                                 queue_size=settings.writer.queue_size, prepare=self._prepare_database,
                                 on_spool_failure=settings.writer.on_spool_failure)
         self.keys = KeyCache(self.database, ttl=settings.auth.cache_ttl, max_size=settings.auth.cache_size)
+        # MAJORDOMO_SECRETS_KEY is read from the environment only, never from a config file.
+        self.vault = ProxyKeyVault.from_environment(self.database, ttl=settings.auth.cache_ttl,
+                                                    max_size=settings.auth.cache_size)
         self.prices = PriceBook(settings.pricing.overrides_file, provider_ids=pricing_ids(settings))
         self.price_refresher = (PriceRefresher(settings.pricing.refresh_url, settings.pricing.refresh_interval)
                                 if settings.pricing.refresh_url else None)
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
-                                  self.prices, upstream, clock)
+                                  self.prices, upstream, clock, self.vault)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
@@ -74,6 +78,8 @@ class Gateway:
             # has not seen get a 503 until then.  /readyz says what is wrong.
             log.error("database unavailable at start, rows will be spooled until it answers: %s", exc)
             self.writer.mark_unavailable(str(exc))
+        if self.vault.keyring is None:
+            log.info("proxy keys (mdm_pk_...) cannot be used: %s", self.vault.keyring_error)
         await self.proxy.start()
         self.writer.start()
         if self.price_refresher is not None:
