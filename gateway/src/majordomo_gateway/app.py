@@ -7,6 +7,7 @@ microsecond of per-request work is paid millions of times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import MutableMapping
@@ -56,6 +57,7 @@ class Gateway:
         self.prices = PriceBook(settings.pricing.overrides_file, provider_ids=pricing_ids(settings))
         self.price_refresher = (PriceRefresher(settings.pricing.refresh_url, settings.pricing.refresh_interval)
                                 if settings.pricing.refresh_url else None)
+        self._change_feed: asyncio.Task[None] | None = None
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault)
 
@@ -82,6 +84,10 @@ class Gateway:
             log.info("proxy keys (mdm_pk_...) cannot be used: %s", self.vault.keyring_error)
         await self.proxy.start()
         self.writer.start()
+        # Keys revoked or edited by another process (the CLI, another worker's admin API) are seen
+        # within a second, not the cache's TTL (storage/changes.py).
+        self._change_feed = asyncio.create_task(self.database.change_feed().run(self.keys_changed),
+                                                name="majordomo-key-changes")
         if self.price_refresher is not None:
             self.price_refresher.start()
         # Everything built so far lives as long as the process: take it out of the garbage
@@ -90,7 +96,17 @@ class Gateway:
         gc.collect()
         gc.freeze()
 
+    def keys_changed(self) -> None:
+        """A key or proxy key changed somewhere: every cached one is looked up again on its next use."""
+        self.keys.mark_all_due()
+        self.vault.mark_all_due()
+
     async def shutdown(self) -> None:
+        if self._change_feed is not None:
+            self._change_feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._change_feed
+            self._change_feed = None
         if self.price_refresher is not None:
             self.price_refresher.stop()
         await self.proxy.close()

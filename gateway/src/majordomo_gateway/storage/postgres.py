@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 from majordomo_gateway.storage.admin import admin_tables
+from majordomo_gateway.storage.changes import PostgresChangeFeed
 from majordomo_gateway.storage.columns import (
     Dialect,
     NamedRow,
@@ -112,6 +113,9 @@ class PostgresDatabase:
         self._max_size = max_size
         self.proxy_keys = ProxyKeyTable(self, DIALECT, lambda moment: moment)
         self.users, self.sessions, self.audit = admin_tables(self, DIALECT, lambda moment: moment)
+
+    def change_feed(self) -> PostgresChangeFeed:
+        return PostgresChangeFeed(self.url)
 
     async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
         return list(await self._fetch(query.sql, *args))

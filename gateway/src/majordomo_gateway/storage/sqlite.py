@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from majordomo_gateway.storage.admin import admin_tables
+from majordomo_gateway.storage.changes import SQLiteChangeFeed
 from majordomo_gateway.storage.columns import (
     Dialect,
     NamedRow,
@@ -162,6 +163,9 @@ class SQLiteDatabase:
         executor.shutdown(wait=True)
         self._conn = None
         self._executor = None
+
+    def change_feed(self) -> SQLiteChangeFeed:
+        return SQLiteChangeFeed(self.path)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
