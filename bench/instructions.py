@@ -1,0 +1,288 @@
+"""Instructions per request: the gateway's CPU cost counted by valgrind, not timed.
+
+    bash bench/run.sh instructions ec8ccd5 HEAD                 # 3 alternating rounds, SQLite
+    bash bench/run.sh instructions main WORKTREE --db pg        # this checkout vs main, PostgreSQL
+    bash bench/run.sh instructions HEAD --workloads openai_stream --requests 200 --rounds 1
+
+Why a second method next to compare.py: CPU time per request on this shared 2-core machine moves by
+±5-10 % between runs an hour apart, which is the size of the effects a before/after statement is
+about.  The number of instructions the gateway process executes for the same requests moves by
+about ±1-3 % (hash seeds, the event loop's timing, the writer's batch sizes), so a 3 % change is
+visible.  Instructions are not time (a cache miss costs more than an add), so this complements,
+not replaces, the timed runs of gateway_bench.py.
+
+How: the gateway (`majordomo serve`, one process) runs under `valgrind --tool=callgrind
+--instr-atstart=no`, so start-up and imports are not counted.  A warm-up of requests runs
+uninstrumented; then `callgrind_control -i on`, the measured requests (closed loop, --conc
+concurrent clients, each request tagged), a wait until every measured request's row is in the
+database (so the writer's work for them is counted), `callgrind_control -i off`.  Instructions /
+requests is the figure.  The upstream is bench/upstream.py (no pacing) outside valgrind.
+
+Each revision is checked out as compare.py does (git worktree, first on PYTHONPATH; WORKTREE = this
+checkout).  Rounds alternate the revisions (A B A B ...); the table shows each cell's median and the
+spread of its rounds, and the ratio to the first revision.  Output: a table on stdout and
+bench/results/instructions-<labels>-<db>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+
+import httpx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import canned  # noqa: E402
+from compare import checkout, git  # noqa: E402
+
+PY = sys.executable
+UPSTREAM_PORT = 18291
+GATEWAY_PORT = 18292
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with httpx.Client() as c:
+                c.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise RuntimeError(f"nothing answered on port {port} within {timeout:.0f} s")
+
+
+class Store:
+    """A fresh database per gateway run: a SQLite file or a PostgreSQL database."""
+
+    def __init__(self, db: str, name: str, workdir: str) -> None:
+        self.db, self.name = db, name
+        if db == "pg":
+            self.url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+            self._pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            self._pg(f'CREATE DATABASE "{name}"')
+        else:
+            self.path = os.path.join(workdir, f"{name}.db")
+            self.url = f"sqlite:///{self.path}"
+
+    @staticmethod
+    def _pg(sql: str, database: str = "postgres") -> list[tuple[object, ...]]:
+        import asyncpg
+
+        async def go() -> list[tuple[object, ...]]:
+            conn = await asyncpg.connect(PG_ADMIN.rsplit("/", 1)[0] + "/" + database)
+            try:
+                return [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+        return asyncio.run(go())
+
+    def rows(self, tag: str) -> int:
+        sql = f"SELECT count(*) FROM llm_requests WHERE raw_metadata->>'Bench-Phase' = '{tag}'"
+        if self.db == "pg":
+            return int(self._pg(sql, self.name)[0][0])  # type: ignore[call-overload]
+        if not os.path.exists(self.path):
+            return 0
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)) as c:
+            try:
+                return int(c.execute(sql).fetchone()[0])
+            except sqlite3.OperationalError:
+                return 0
+
+    def drop(self) -> None:
+        if self.db == "pg":
+            with contextlib.suppress(Exception):
+                self._pg(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def gateway_env(src: str, store: Store, workdir: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAJORDOMO_")}
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    base = f"http://127.0.0.1:{UPSTREAM_PORT}"
+    env.update(MAJORDOMO_DATABASE_URL=store.url, MAJORDOMO_PROVIDERS_OPENAI_BASE_URL=base,
+               MAJORDOMO_PROVIDERS_ANTHROPIC_BASE_URL=base, MAJORDOMO_LOG_LEVEL="warning",
+               MAJORDOMO_WRITER_SPOOL_DIR=os.path.join(workdir, f"spool-{store.name}"))
+    return env
+
+
+def create_key(env: dict[str, str], workdir: str) -> str:
+    out = subprocess.run([PY, "-m", "majordomo_gateway.cli.main", "keys", "create", "--name", "bench", "--json"],
+                         capture_output=True, text=True, env=env, cwd=workdir, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"majordomo keys create failed: {out.stderr}")
+    return str(json.loads(out.stdout)["key"])
+
+
+async def drive(workload: canned.Workload, key: str, tag: str, n: int, conc: int) -> int:
+    """n requests over conc keep-alive connections; each read to its end.  Returns the 200s."""
+    headers = {**workload.headers, "X-Majordomo-Key": key, "X-Majordomo-Bench-Phase": tag}
+    url = f"http://127.0.0.1:{GATEWAY_PORT}{workload.path}"
+    left = n
+    ok = 0
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal left, ok
+        while left > 0:
+            left -= 1
+            async with c.stream("POST", url, content=workload.body, headers=headers) as r:
+                async for _ in r.aiter_raw():
+                    pass
+                ok += r.status_code == 200
+
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as c:
+        await asyncio.gather(*(client(c) for _ in range(conc)))
+    return ok
+
+
+def callgrind_total(path: str) -> int:
+    """The instructions counted while instrumentation was on: callgrind's `totals:` line (its
+    `summary:` line is 0 when instrumentation starts switched off)."""
+    with open(path) as f:
+        text = f.read()
+    m = re.search(r"^totals:\s+(\d+)", text, re.M)
+    if not m:
+        raise RuntimeError(f"no totals in {path}")
+    return int(m.group(1))
+
+
+def measure(label: str, src: str, db: str, workload: canned.Workload, a: argparse.Namespace,
+            workdir: str, round_no: int) -> dict[str, float]:
+    name = f"instr_{label}_{workload.name}_{round_no}".lower()
+    store = Store(db, name, workdir)
+    env = gateway_env(src, store, workdir)
+    key = create_key(env, workdir)
+    out = os.path.join(workdir, f"callgrind-{name}.out")
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+           PY, "-m", "majordomo_gateway.cli.main", "serve", "--port", str(GATEWAY_PORT), "--workers", "1"]
+    with open(os.path.join(workdir, f"gateway-{name}.log"), "w") as gw_log:
+        proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=gw_log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(GATEWAY_PORT, timeout=300)
+        asyncio.run(drive(workload, key, "warmup", a.warmup, a.conc))
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        started = time.monotonic()
+        ok = asyncio.run(drive(workload, key, "measured", a.requests, a.conc))
+        deadline = time.monotonic() + 120
+        while store.rows("measured") < a.requests and time.monotonic() < deadline:
+            time.sleep(0.2)
+        rows = store.rows("measured")
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        elapsed = time.monotonic() - started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        store.drop()
+    if ok != a.requests or rows != a.requests:
+        raise RuntimeError(f"{label} {workload.name}: {ok} answers of 200 and {rows} rows for {a.requests} requests")
+    total = callgrind_total(out)
+    if not a.keep:
+        os.remove(out)
+    return {"instructions_per_request": total / a.requests, "window_s": round(elapsed, 1)}
+
+
+def start_upstream(workdir: str) -> subprocess.Popen[bytes]:
+    with open(os.path.join(workdir, "upstream.log"), "w") as up_log:
+        proc = subprocess.Popen([PY, os.path.join(HERE, "upstream.py"), str(UPSTREAM_PORT), "--gap-ms", "0"],
+                                stdout=up_log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{UPSTREAM_PORT}/__stats", timeout=2)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("bench/upstream.py did not start")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("revisions", nargs="+", help="git revisions, or WORKTREE for this checkout as it is")
+    ap.add_argument("--db", choices=["sqlite", "pg"], default="sqlite")
+    ap.add_argument("--workloads", default=",".join(canned.WORKLOADS))
+    ap.add_argument("--requests", type=int, default=400, help="measured requests per cell (default 400)")
+    ap.add_argument("--warmup", type=int, default=100, help="uninstrumented requests first (default 100)")
+    ap.add_argument("--conc", type=int, default=8, help="concurrent clients (default 8)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument("--keep", action="store_true", help="keep the callgrind files and the work directory")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    workloads = [canned.WORKLOADS[w] for w in a.workloads.split(",")]
+    workdir = tempfile.mkdtemp(prefix="majordomo-instr-")
+    revs = [checkout(r, workdir) for r in a.revisions]
+    upstream = start_upstream(workdir)
+    cells: dict[str, dict[str, list[float]]] = {label: {w.name: [] for w in workloads} for label, _ in revs}
+    try:
+        for round_no in range(a.rounds):
+            for label, src in revs:
+                for w in workloads:
+                    r = measure(label, src, a.db, w, a, workdir, round_no)
+                    cells[label][w.name].append(r["instructions_per_request"])
+                    log(f"round {round_no + 1}/{a.rounds} {label} {w.name}: "
+                        f"{r['instructions_per_request']:,.0f} instructions/request ({r['window_s']} s)")
+    finally:
+        upstream.kill()
+        for label, _ in revs:
+            path = os.path.join(workdir, label)
+            if label != "worktree" and os.path.isdir(path) and not a.keep:
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    git("worktree", "remove", "--force", path)
+
+    first = revs[0][0]
+    table = ["| workload | " + " | ".join(label for label, _ in revs) + " |",
+             "|---|" + "---|" * len(revs)]
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for w in workloads:
+        base = statistics.median(cells[first][w.name])
+        row = [w.name]
+        for label, _ in revs:
+            vals = cells[label][w.name]
+            med = statistics.median(vals)
+            spread = (max(vals) - min(vals)) / 2 / med if med else 0.0
+            ratio = med / base if base else 0.0
+            summary.setdefault(label, {})[w.name] = {"median": round(med), "spread": round(spread, 4),
+                                                      "ratio": round(ratio, 4)}
+            cell = f"{med:,.0f} ±{spread * 100:.1f}%"
+            row.append(cell if label == first else f"{cell} ({ratio:.3f})")
+        table.append("| " + " | ".join(row) + " |")
+    print("\n".join(table))
+    result = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "db": a.db,
+              "revisions": {label: rev for (label, _), rev in zip(revs, a.revisions, strict=True)},
+              "requests": a.requests, "warmup": a.warmup, "conc": a.conc, "rounds": a.rounds,
+              "median": summary, "rounds_raw": cells}
+    labels = "-".join(label for label, _ in revs)
+    out = os.path.join(HERE, "results", f"instructions-{labels}-{a.db}.json")
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    log(f"wrote {os.path.relpath(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
