@@ -19,6 +19,8 @@ from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.auth.vault import ProxyKeyVault
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
+from majordomo_gateway.dashboard.app import build_console, handles
+from majordomo_gateway.dashboard.auth import session_authenticator
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.pricing.refresh import PriceRefresher
 from majordomo_gateway.proxy.errors import send_json
@@ -60,6 +62,8 @@ class Gateway:
         self._change_feed: asyncio.Task[None] | None = None
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault)
+        # The dashboard and its API (/dashboard, /api/...): never on the proxy's path.
+        self.console = build_console(self.database, session_authenticator(self.database), clock)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
@@ -121,6 +125,8 @@ class Gateway:
                 await _plain(send, 200, b"ok")
             elif path == "/readyz":
                 await self._ready(send)
+            elif handles(path):
+                await self.console(scope, receive, send)
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
