@@ -63,7 +63,7 @@ async def test_a_body_cut_short_by_a_hang_up_is_not_forwarded(gw: GatewayProcess
         data = _head(gw, probe, f"Content-Length: {len(body)}") + half
     else:  # one chunk of the body, never the terminating zero-length chunk
         data = _head(gw, probe, "Transfer-Encoding: chunked") + f"{len(half):x}\r\n".encode() + half + b"\r\n"
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     head_end = data.index(b"\r\n\r\n") + 4
     writer.write(data[:head_end] if pause else data)
     await writer.drain()

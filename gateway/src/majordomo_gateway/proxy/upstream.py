@@ -5,8 +5,8 @@ arrives", and aiohttp's response machinery (StreamReader, multidict headers, URL
 tracing hooks) was the largest single item in the gateway's profile (figures in
 docs/stack-choice.md, "Revisited").  This client keeps what a relay needs (TLS with
 the system trust store, connect and read timeouts, keep-alive reuse with one retry on a stale
-connection for idempotent methods, backpressure, a short DNS cache) and nothing else; docs/stack-choice.md and docs/performance.md
-have the measurements.
+connection for idempotent methods, backpressure, a short DNS cache) and nothing else;
+docs/stack-choice.md and docs/performance.md have the measurements.
 
     client = UpstreamClient(connect_timeout=10, read_timeout=600)
     response = await client.request(origin, "POST", b"/v1/chat/completions", headers, body)
