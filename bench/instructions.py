@@ -3,6 +3,7 @@
     bash bench/run.sh instructions ec8ccd5 HEAD                 # 3 alternating rounds, SQLite
     bash bench/run.sh instructions main WORKTREE --db pg        # this checkout vs main, PostgreSQL
     bash bench/run.sh instructions HEAD --workloads openai_stream --requests 200 --rounds 1
+    bash bench/run.sh instructions WORKTREE --credential both   # mdm_sk_ + provider key vs mdm_pk_ alone
 
 Why a second method next to compare.py: CPU time per request on this shared 2-core machine moves by
 ±5-10 % between runs an hour apart, which is the size of the effects a before/after statement is
@@ -52,6 +53,8 @@ PY = sys.executable
 UPSTREAM_PORT = 18291
 GATEWAY_PORT = 18292
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# A fixed, throwaway secrets key: the bench's databases are dropped after each run.
+SECRETS_KEY = "mdm_sec_" + "QkVOQ0gtT05MWS1CRU5DSC1PTkxZLUJFTkNILU9OTFk"
 
 
 def log(msg: str) -> None:
@@ -123,17 +126,45 @@ def gateway_env(src: str, store: Store, workdir: str) -> dict[str, str]:
     return env
 
 
-def create_key(env: dict[str, str], workdir: str) -> str:
-    out = subprocess.run([PY, "-m", "majordomo_gateway.cli.main", "keys", "create", "--name", "bench", "--json"],
+def _cli(env: dict[str, str], workdir: str, *args: str, stdin: str | None = None) -> dict[str, object]:
+    out = subprocess.run([PY, "-m", "majordomo_gateway.cli.main", *args, "--json"], input=stdin,
                          capture_output=True, text=True, env=env, cwd=workdir, timeout=120)
     if out.returncode != 0:
-        raise RuntimeError(f"majordomo keys create failed: {out.stderr}")
-    return str(json.loads(out.stdout)["key"])
+        raise RuntimeError(f"majordomo {' '.join(args)} failed: {out.stderr}")
+    parsed: dict[str, object] = json.loads(out.stdout)
+    return parsed
+
+
+def create_key(env: dict[str, str], workdir: str) -> str:
+    return str(_cli(env, workdir, "keys", "create", "--name", "bench")["key"])
+
+
+# Where each workload's SDK puts the provider key (the proxy key goes there instead).
+_CREDENTIAL_HEADER = {"openai": "Authorization", "anthropic": "x-api-key"}
+
+
+def request_headers(workload: canned.Workload, key: str) -> dict[str, str]:
+    """The workload's headers with the Majordomo key: an ``mdm_sk_`` beside the provider key, or an
+    ``mdm_pk_`` in the provider key's place (then alone)."""
+    if not key.startswith("mdm_pk_"):
+        return {**workload.headers, "X-Majordomo-Key": key}
+    name = _CREDENTIAL_HEADER[workload.provider]
+    value = f"Bearer {key}" if name == "Authorization" else key
+    return {**workload.headers, name: value}
+
+
+def create_proxy_key(env: dict[str, str], workdir: str, workload: canned.Workload) -> str:
+    """A Majordomo key, a proxy key for it, and the workload's provider key stored in it."""
+    key_id = str(_cli(env, workdir, "keys", "create", "--name", "bench")["id"])
+    proxy = _cli(env, workdir, "proxy-keys", "create", "--name", "bench-app", "--key", key_id)
+    provider_key = workload.headers[_CREDENTIAL_HEADER[workload.provider]].removeprefix("Bearer ")
+    _cli(env, workdir, "proxy-keys", "set-provider", str(proxy["id"]), workload.provider, stdin=provider_key)
+    return str(proxy["key"])
 
 
 async def drive(workload: canned.Workload, key: str, tag: str, n: int, conc: int) -> int:
     """n requests over conc keep-alive connections; each read to its end.  Returns the 200s."""
-    headers = {**workload.headers, "X-Majordomo-Key": key, "X-Majordomo-Bench-Phase": tag}
+    headers = {**request_headers(workload, key), "X-Majordomo-Bench-Phase": tag}
     url = f"http://127.0.0.1:{GATEWAY_PORT}{workload.path}"
     left = n
     ok = 0
@@ -165,11 +196,15 @@ def callgrind_total(path: str) -> int:
 
 
 def measure(label: str, src: str, db: str, workload: canned.Workload, a: argparse.Namespace,
-            workdir: str, round_no: int) -> dict[str, float]:
-    name = f"instr_{label}_{workload.name}_{round_no}".lower()
+            workdir: str, round_no: int, credential: str = "majordomo-key") -> dict[str, float]:
+    name = f"instr_{label}_{workload.name}_{credential}_{round_no}".lower().replace("-", "_")
     store = Store(db, name, workdir)
     env = gateway_env(src, store, workdir)
-    key = create_key(env, workdir)
+    if credential == "proxy-key":
+        env["MAJORDOMO_SECRETS_KEY"] = SECRETS_KEY
+        key = create_proxy_key(env, workdir, workload)
+    else:
+        key = create_key(env, workdir)
     out = os.path.join(workdir, f"callgrind-{name}.out")
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
            PY, "-m", "majordomo_gateway.cli.main", "serve", "--port", str(GATEWAY_PORT), "--workers", "1"]
@@ -227,6 +262,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=100, help="uninstrumented requests first (default 100)")
     ap.add_argument("--conc", type=int, default=8, help="concurrent clients (default 8)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument("--credential", choices=["majordomo-key", "proxy-key", "both"], default="majordomo-key",
+                    help="how requests authenticate: X-Majordomo-Key beside the provider key (default), a proxy "
+                         "key (mdm_pk_) alone in the provider key's place, or both, alternating")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files and the work directory")
     return ap.parse_args(argv)
 
@@ -235,33 +273,37 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     workloads = [canned.WORKLOADS[w] for w in a.workloads.split(",")]
     workdir = tempfile.mkdtemp(prefix="majordomo-instr-")
-    revs = [checkout(r, workdir) for r in a.revisions]
+    checked_out = [checkout(r, workdir) for r in a.revisions]
+    credentials = ["majordomo-key", "proxy-key"] if a.credential == "both" else [a.credential]
+    # One column per revision and credential; a single credential keeps the revision's own label.
+    revs = [(label if len(credentials) == 1 else f"{label}:{credential}", src, credential)
+            for label, src in checked_out for credential in credentials]
     upstream = start_upstream(workdir)
-    cells: dict[str, dict[str, list[float]]] = {label: {w.name: [] for w in workloads} for label, _ in revs}
+    cells: dict[str, dict[str, list[float]]] = {label: {w.name: [] for w in workloads} for label, _, _ in revs}
     try:
         for round_no in range(a.rounds):
-            for label, src in revs:
+            for label, src, credential in revs:
                 for w in workloads:
-                    r = measure(label, src, a.db, w, a, workdir, round_no)
+                    r = measure(label.split(":")[0], src, a.db, w, a, workdir, round_no, credential)
                     cells[label][w.name].append(r["instructions_per_request"])
                     log(f"round {round_no + 1}/{a.rounds} {label} {w.name}: "
                         f"{r['instructions_per_request']:,.0f} instructions/request ({r['window_s']} s)")
     finally:
         upstream.kill()
-        for label, _ in revs:
+        for label, _ in checked_out:
             path = os.path.join(workdir, label)
             if label != "worktree" and os.path.isdir(path) and not a.keep:
                 with contextlib.suppress(subprocess.CalledProcessError):
                     git("worktree", "remove", "--force", path)
 
     first = revs[0][0]
-    table = ["| workload | " + " | ".join(label for label, _ in revs) + " |",
+    table = ["| workload | " + " | ".join(label for label, _, _ in revs) + " |",
              "|---|" + "---|" * len(revs)]
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for w in workloads:
         base = statistics.median(cells[first][w.name])
         row = [w.name]
-        for label, _ in revs:
+        for label, _, _ in revs:
             vals = cells[label][w.name]
             med = statistics.median(vals)
             spread = (max(vals) - min(vals)) / 2 / med if med else 0.0
@@ -273,10 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         table.append("| " + " | ".join(row) + " |")
     print("\n".join(table))
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "db": a.db,
-              "revisions": {label: rev for (label, _), rev in zip(revs, a.revisions, strict=True)},
+              "revisions": {label: rev for (label, _), rev in zip(checked_out, a.revisions, strict=True)},
+              "credential": a.credential,
               "requests": a.requests, "warmup": a.warmup, "conc": a.conc, "rounds": a.rounds,
               "median": summary, "rounds_raw": cells}
-    labels = "-".join(label for label, _ in revs)
+    labels = "-".join(label for label, _ in checked_out) + ("" if a.credential == "majordomo-key"
+                                                             else f"-{a.credential}")
     out = os.path.join(HERE, "results", f"instructions-{labels}-{a.db}.json")
     with open(out, "w") as f:
         json.dump(result, f, indent=2)
