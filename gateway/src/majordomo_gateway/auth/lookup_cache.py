@@ -84,7 +84,8 @@ class LookupCache(Generic[C]):
     def _lookup(self, key_hash: str) -> asyncio.Future[C]:
         lookup = self._lookups.get(key_hash)
         if lookup is None:
-            lookup = asyncio.ensure_future(self._fetch_and_store(key_hash))
+            # The generation now, not when the task first runs: a change in between must count.
+            lookup = asyncio.ensure_future(self._fetch_and_store(key_hash, self._generation))
             self._lookups[key_hash] = lookup
             lookup.add_done_callback(lambda done: self._lookup_done(key_hash, done))
         return lookup
@@ -98,8 +99,7 @@ class LookupCache(Generic[C]):
             if entry is not None:
                 entry.refresh_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
 
-    async def _fetch_and_store(self, key_hash: str) -> C:
-        generation = self._generation
+    async def _fetch_and_store(self, key_hash: str, generation: int) -> C:
         check = await self._fetch(key_hash)
         if generation == self._generation:
             self._store(key_hash, check, time.monotonic())
