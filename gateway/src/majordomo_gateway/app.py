@@ -62,7 +62,7 @@ class Gateway:
         self._change_feed: asyncio.Task[None] | None = None
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault)
-        # The dashboard and its API (/dashboard, /api/...): never on the proxy's path.
+        # The dashboard and its API (/dashboard, /api/v1/...): never on the proxy's path.
         self.console = build_console(self.database, session_authenticator(self.database), clock)
 
     async def _prepare_database(self) -> None:

@@ -20,12 +20,13 @@ from majordomo_gateway.reports.usage import ReportDatabase
 __all__ = ["PREFIXES", "build_console", "handles"]
 
 #: the paths this application answers (everything else is the proxy's)
-PREFIXES = ("/api/", "/dashboard")
+PREFIXES = ("/api/v1/", "/dashboard")
 
 
 def handles(path: str) -> bool:
-    """Whether ``path`` is ours: /api/..., /dashboard, /dashboard/... (not /dashboards)."""
-    return path.startswith("/api/") or path == "/dashboard" or path.startswith("/dashboard/")
+    """Whether ``path`` is ours: /api/v1/..., /dashboard, /dashboard/... (not /dashboards).  Other
+    /api/ paths stay the proxy's (Ollama's /api/generate gets its "unknown route" answer)."""
+    return path.startswith("/api/v1/") or path == "/dashboard" or path.startswith("/dashboard/")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
