@@ -16,8 +16,13 @@ How: the gateway (`majordomo serve`, one process) runs under `valgrind --tool=ca
 --instr-atstart=no`, so start-up and imports are not counted.  A warm-up of requests runs
 uninstrumented; then `callgrind_control -i on`, the measured requests (closed loop, --conc
 concurrent clients, each request tagged), a wait until every measured request's row is in the
-database (so the writer's work for them is counted), `callgrind_control -i off`.  Instructions /
-requests is the figure.  The upstream is bench/upstream.py (no pacing) outside valgrind.
+database (so the writer's work for them is counted), a dump; then --idle seconds of the same
+process doing nothing, a second dump.  The idle dump gives what the process's timers cost per
+second (the writer's flush tick, the event loop's wake-ups, the change feed's poll); that rate
+times the window's length is subtracted, so a window that a loaded machine stretches (slow
+clients, a slow database) does not count as gateway work: (window - idle/s x seconds) / requests
+is the figure ("net"; "raw" is kept beside it in the results).  The upstream is bench/upstream.py
+(no pacing), outside valgrind.
 
 Each revision is checked out as compare.py does (git worktree, first on PYTHONPATH; WORKTREE = this
 checkout).  Rounds alternate the revisions (A B A B ...); the table shows each cell's median and the
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import glob
 import json
 import os
 import re
@@ -213,15 +219,19 @@ def measure(label: str, src: str, db: str, workload: canned.Workload, a: argpars
     try:
         wait_port(GATEWAY_PORT, timeout=300)
         asyncio.run(drive(workload, key, "warmup", a.warmup, a.conc))
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        control(proc.pid, "-z")  # nothing before the window counts, even if instrumentation leaked
+        control(proc.pid, "-i", "on")
         started = time.monotonic()
         ok = asyncio.run(drive(workload, key, "measured", a.requests, a.conc))
         deadline = time.monotonic() + 120
         while store.rows("measured") < a.requests and time.monotonic() < deadline:
             time.sleep(0.2)
         rows = store.rows("measured")
-        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         elapsed = time.monotonic() - started
+        control(proc.pid, "-d")  # dump 1: the measured window
+        time.sleep(a.idle)
+        control(proc.pid, "-d")  # dump 2: the same process idle, for its timers' cost per second
+        control(proc.pid, "-i", "off")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -232,10 +242,18 @@ def measure(label: str, src: str, db: str, workload: canned.Workload, a: argpars
         store.drop()
     if ok != a.requests or rows != a.requests:
         raise RuntimeError(f"{label} {workload.name}: {ok} answers of 200 and {rows} rows for {a.requests} requests")
-    total = callgrind_total(out)
+    window, idle = callgrind_total(f"{out}.1"), callgrind_total(f"{out}.2")
     if not a.keep:
-        os.remove(out)
-    return {"instructions_per_request": total / a.requests, "window_s": round(elapsed, 1)}
+        for path in glob.glob(out + "*"):
+            os.remove(path)
+    idle_per_s = idle / a.idle
+    net = max(window - idle_per_s * elapsed, 0.0)
+    return {"instructions_per_request": net / a.requests, "raw_per_request": window / a.requests,
+            "idle_per_s": idle_per_s, "window_s": round(elapsed, 1)}
+
+
+def control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
 
 
 def start_upstream(workdir: str) -> subprocess.Popen[bytes]:
@@ -265,6 +283,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--credential", choices=["majordomo-key", "proxy-key", "both"], default="majordomo-key",
                     help="how requests authenticate: X-Majordomo-Key beside the provider key (default), a proxy "
                          "key (mdm_pk_) alone in the provider key's place, or both, alternating")
+    ap.add_argument("--idle", type=float, default=3.0,
+                    help="seconds of idle process measured after each window (default 3)")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files and the work directory")
     return ap.parse_args(argv)
 
@@ -280,14 +300,19 @@ def main(argv: list[str] | None = None) -> int:
             for label, src in checked_out for credential in credentials]
     upstream = start_upstream(workdir)
     cells: dict[str, dict[str, list[float]]] = {label: {w.name: [] for w in workloads} for label, _, _ in revs}
+    details: dict[str, dict[str, list[dict[str, float]]]] = {label: {w.name: [] for w in workloads}
+                                                             for label, _, _ in revs}
     try:
         for round_no in range(a.rounds):
             for label, src, credential in revs:
                 for w in workloads:
                     r = measure(label.split(":")[0], src, a.db, w, a, workdir, round_no, credential)
                     cells[label][w.name].append(r["instructions_per_request"])
+                    details[label][w.name].append(r)
                     log(f"round {round_no + 1}/{a.rounds} {label} {w.name}: "
-                        f"{r['instructions_per_request']:,.0f} instructions/request ({r['window_s']} s)")
+                        f"{r['instructions_per_request']:,.0f} instructions/request net, "
+                        f"{r['raw_per_request']:,.0f} raw, idle {r['idle_per_s']:,.0f}/s "
+                        f"over the {r['window_s']} s window")
     finally:
         upstream.kill()
         for label, _ in checked_out:
@@ -317,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "db": a.db,
               "revisions": {label: rev for (label, _), rev in zip(checked_out, a.revisions, strict=True)},
               "credential": a.credential,
-              "requests": a.requests, "warmup": a.warmup, "conc": a.conc, "rounds": a.rounds,
-              "median": summary, "rounds_raw": cells}
+              "requests": a.requests, "warmup": a.warmup, "conc": a.conc, "round_count": a.rounds,
+              "idle_s": a.idle,
+              "median": summary, "rounds": cells, "rounds_detail": details}
     labels = "-".join(label for label, _ in checked_out) + ("" if a.credential == "majordomo-key"
                                                              else f"-{a.credential}")
     out = os.path.join(HERE, "results", f"instructions-{labels}-{a.db}.json")
