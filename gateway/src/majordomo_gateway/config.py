@@ -96,8 +96,14 @@ class ProxySettings:
     # When a client hangs up mid-stream we keep reading the upstream, bounded, to learn the usage.
     abandoned_stream_max_seconds: float = 30.0
     abandoned_stream_max_bytes: int = 8 * 1024 * 1024
+    # What X-Majordomo-* metadata one request may carry (more: 400 naming the limit).  The total
+    # counts names (after X-Majordomo-) and values; each is capped (METADATA_CEILINGS) so that
+    # no setting can make a row too big for a spool record (tests/gateway/test_row_limits.py).
     max_metadata_headers: int = 32
     max_metadata_value_bytes: int = 1024
+    max_metadata_name_bytes: int = 128
+    max_metadata_total_bytes: int = 16 * 1024
+    max_provider_alias_bytes: int = 256
     # Ask OpenAI-style chat streams for usage (stream_options.include_usage) and hide the extra chunk.
     inject_stream_usage: bool = True
     # Requests one worker serves at once (streams included); more get an immediate 503 with
@@ -168,6 +174,20 @@ def _positive_int(value: Any) -> int:
     expected = "must be a positive integer"
     number = _integer(value, expected)
     if number <= 0:
+        raise ValueError(expected)
+    return number
+
+
+#: the largest values the row-size settings accept: a row at all of them still fits a spool
+#: record (16 MiB) many times over, whatever the other settings say
+METADATA_CEILINGS = {"max_metadata_name_bytes": 1024, "max_metadata_total_bytes": 1024 * 1024,
+                     "max_provider_alias_bytes": 4096}
+
+
+def _capped_int(value: Any, ceiling: int) -> int:
+    expected = f"must be a positive integer, at most {ceiling}"
+    number = _integer(value, expected)
+    if not 0 < number <= ceiling:
         raise ValueError(expected)
     return number
 
@@ -266,6 +286,9 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "abandoned_stream_max_bytes": _positive_int,
         "max_metadata_headers": _positive_int,
         "max_metadata_value_bytes": _positive_int,
+        "max_metadata_name_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_metadata_name_bytes"]),
+        "max_metadata_total_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_metadata_total_bytes"]),
+        "max_provider_alias_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_provider_alias_bytes"]),
         "inject_stream_usage": _flag,
         "max_in_flight": _positive_int,
     }),
