@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import uuid_utils
-from majordomo_gateway.auth import cache as cache_module
+from majordomo_gateway.auth import lookup_cache as cache_module
 from majordomo_gateway.auth.cache import KeyCache, KeyStatus
 from majordomo_gateway.auth.keys import display_prefix, generate_key, hash_secret
 from majordomo_gateway.storage.database import open_database

@@ -7,6 +7,7 @@ microsecond of per-request work is paid millions of times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import MutableMapping
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from majordomo_gateway.auth.cache import KeyCache
+from majordomo_gateway.auth.vault import ProxyKeyVault
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
 from majordomo_gateway.metrics.endpoint import MetricsView
@@ -53,12 +55,17 @@ class Gateway:
                                 queue_size=settings.writer.queue_size, prepare=self._prepare_database,
                                 on_spool_failure=settings.writer.on_spool_failure)
         self.keys = KeyCache(self.database, ttl=settings.auth.cache_ttl, max_size=settings.auth.cache_size)
+        # MAJORDOMO_SECRETS_KEY is read from the environment only, never from a config file.
+        self.vault = ProxyKeyVault.from_environment(self.database, ttl=settings.auth.cache_ttl,
+                                                    max_size=settings.auth.cache_size)
         self.prices = PriceBook(settings.pricing.overrides_file, provider_ids=pricing_ids(settings))
         self.price_refresher = (PriceRefresher(settings.pricing.refresh_url, settings.pricing.refresh_interval)
                                 if settings.pricing.refresh_url else None)
+        self._change_feed: asyncio.Task[None] | None = None
         self.metrics = _metrics_view(settings, self.writer)
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
-                                  self.prices, upstream, clock, self.metrics.own if self.metrics else None)
+                                  self.prices, upstream, clock, self.vault,
+                                  metrics=self.metrics.own if self.metrics else None)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
@@ -79,10 +86,16 @@ class Gateway:
             # has not seen get a 503 until then.  /readyz says what is wrong.
             log.error("database unavailable at start, rows will be spooled until it answers: %s", exc)
             self.writer.mark_unavailable(str(exc))
+        if self.vault.keyring is None:
+            log.info("proxy keys (mdm_pk_...) cannot be used: %s", self.vault.keyring_error)
         await self.proxy.start()
         self.writer.start()
         if self.metrics is not None:
             self.metrics.start()
+        # Keys revoked or edited by another process (the CLI, another worker's admin API) are seen
+        # within a second, not the cache's TTL (storage/changes.py).
+        self._change_feed = asyncio.create_task(self.database.change_feed().run(self.keys_changed),
+                                                name="majordomo-key-changes")
         if self.price_refresher is not None:
             self.price_refresher.start()
         # Everything built so far lives as long as the process: take it out of the garbage
@@ -91,7 +104,17 @@ class Gateway:
         gc.collect()
         gc.freeze()
 
+    def keys_changed(self) -> None:
+        """A key or proxy key changed somewhere: every cached one is looked up again on its next use."""
+        self.keys.mark_all_due()
+        self.vault.mark_all_due()
+
     async def shutdown(self) -> None:
+        if self._change_feed is not None:
+            self._change_feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._change_feed
+            self._change_feed = None
         if self.price_refresher is not None:
             self.price_refresher.stop()
         await self.proxy.close()

@@ -11,7 +11,7 @@ from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser
 from majordomo_gateway.proxy.adapter import AdaptedRequest
 from majordomo_gateway.proxy.headers import ClientHeaders
 from majordomo_gateway.proxy.routing import Route
-from majordomo_gateway.storage.records import KeyRecord, RequestRecord
+from majordomo_gateway.storage.records import KeyRecord, ProxyKeyRecord, RequestRecord
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -34,6 +34,11 @@ class Exchange:
     query: bytes = b""
     headers: ClientHeaders = field(default_factory=ClientHeaders)
     key: KeyRecord | None = None
+    #: the provider key the client sent, where its provider's SDK puts it (None: none sent)
+    credential: str | None = None
+    #: a proxy key's: the record, and the SHA-256 of the stored provider key sent in its place
+    proxy_key: ProxyKeyRecord | None = None
+    credential_hash: str | None = None
     route: Route | None = None
     body: bytes = b""
     request_info: RequestInfo = field(default_factory=RequestInfo)
