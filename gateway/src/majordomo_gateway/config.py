@@ -2,7 +2,7 @@
 then CLI flags.
 
 Settings are grouped the way the YAML file is (``server``, ``database``, ``providers``, ``proxy``,
-``auth``, ``writer``, ``pricing``, ``log``).  Every setting has a dotted path
+``auth``, ``writer``, ``pricing``, ``log``, ``metrics``).  Every setting has a dotted path
 (``proxy.read_timeout``) that is its place in the YAML file and, upper-cased and joined with
 underscores, its environment variable (``MAJORDOMO_PROXY_READ_TIMEOUT``).  A value that does not
 parse, or a key the file should not have, stops the gateway at start with a message naming it,
@@ -142,6 +142,27 @@ class PricingSettings:
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"
+    # "json": one JSON object per log line, and one access-log line per request (docs/observability.md).
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Prometheus ``/metrics`` (docs/observability.md)."""
+
+    enabled: bool = True
+    # Serve /metrics on this port (every worker's numbers, from the supervisor) instead of the
+    # gateway's port.
+    port: int | None = None
+    # When set, /metrics wants ``Authorization: Bearer <token>``.
+    token: str | None = None
+    # X-Majordomo-* metadata keys that become labels of the request, token and cost counters.
+    labels: tuple[str, ...] = ()
+    # Distinct values one metadata label keeps per worker; later ones are counted as ``other``.
+    max_label_values: int = 100
+    # Where workers publish their numbers for each other; `majordomo serve` makes a fresh
+    # temporary directory when unset.
+    dir: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +175,7 @@ class Settings:
     writer: WriterSettings = field(default_factory=WriterSettings)
     pricing: PricingSettings = field(default_factory=PricingSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 Parser = Callable[[Any], Any]
@@ -245,6 +267,48 @@ def _spool_failure(value: Any) -> str:
     return text
 
 
+def _log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError("must be text (readable lines) or json (one JSON object per line, with access lines)")
+    return text
+
+
+_METADATA_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+
+
+def _label_list(value: Any) -> tuple[str, ...]:
+    """A YAML list, or a comma-separated string (environment variable) of metadata keys."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, Sequence):
+        raise ValueError("must be a list of X-Majordomo-* metadata keys, e.g. [Feature, User-Id]")
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip()
+        if name.lower().startswith("x-majordomo-"):
+            name = name[len("x-majordomo-"):]
+        if not _METADATA_LABEL.match(name):
+            raise ValueError(f"{item!r} is not a metadata key (letters, digits and '-', e.g. Feature or User-Id)")
+        if name.lower() in ("key", "provider", "provider-alias"):
+            raise ValueError(f"{item!r} is not metadata (X-Majordomo-{name} is read by the gateway itself)")
+        label = metadata_label_name(name)
+        if label in _BUILTIN_LABELS:
+            raise ValueError(f"{item!r} would be the label {label!r}, which the metrics already have")
+        if label in (metadata_label_name(n) for n in names):
+            raise ValueError(f"{item!r} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+#: the labels the request, token and cost counters have of their own
+_BUILTIN_LABELS = frozenset({"provider", "model", "route", "status", "type", "le"})
+
+
+def metadata_label_name(key: str) -> str:
+    """``User-Id`` → ``user_id``: a metadata key as a Prometheus label name."""
+    return key.lower().replace("-", "_")
+
+
 def _text(value: Any) -> str:
     return str(value)
 
@@ -305,7 +369,15 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "refresh_url": _http_url,
         "refresh_interval": _positive_float,
     }),
-    "log": (LogSettings, {"level": _log_level}),
+    "log": (LogSettings, {"level": _log_level, "format": _log_format}),
+    "metrics": (MetricsSettings, {
+        "enabled": _flag,
+        "port": _port,
+        "token": _text,
+        "labels": _label_list,
+        "max_label_values": _positive_int,
+        "dir": _text,
+    }),
 }
 _PROVIDER_KEYS: dict[str, Parser] = {"kind": _kind, "base_url": _http_url, "pricing_provider": _pricing_provider}
 # The original gateway configured PostgreSQL piece by piece; those settings still work.

@@ -49,6 +49,7 @@ from majordomo_gateway.auth.secrets import SecretsError
 from majordomo_gateway.auth.vault import ProxyKeyCheck, ProxyKeyVault
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import ProxySettings, Settings
+from majordomo_gateway.metrics.process import ProcessMetrics
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.providers.base import RequestInfo
 from majordomo_gateway.proxy.adapter import AdapterError
@@ -87,8 +88,10 @@ class ProxyHandler:
 
     def __init__(self, settings: Settings, router: Router, keys: KeyCache, writer: RowWriter,
                  prices: PriceBook, upstream: Upstream | None = None, clock: Clock = utc_now,
-                 vault: ProxyKeyVault | None = None) -> None:
+                 vault: ProxyKeyVault | None = None, metrics: ProcessMetrics | None = None) -> None:
         self.settings = settings
+        #: this worker's Prometheus numbers (None: metrics.enabled is false, and requests pay nothing)
+        self.metrics = metrics
         self.clock = clock
         self.limits = settings.proxy
         self.router = router
@@ -135,11 +138,14 @@ class ProxyHandler:
             self._record(ex)
 
     def _record(self, ex: Exchange) -> None:
-        if ex.record is not None:
+        record = ex.record
+        if record is not None:
             meter(ex)
-            finish_timings(ex.record, ex.started)
-            price(ex.record, self.prices)
-            self.writer.submit(ex.record)
+            finish_timings(record, ex.started)
+            price(record, self.prices)
+            if self.metrics is not None:
+                self.metrics.observe(record, ex.upstream_seconds(time.perf_counter()), ex.upstream_error)
+            self.writer.submit(record)
 
     async def _refuse(self, ex: Exchange, refusal: GatewayError) -> None:
         """A 503 with Retry-After and a row, after only the steps that say whose request it is."""
@@ -191,6 +197,8 @@ class ProxyHandler:
             shape = self.router.error_route(ex.path, ex.raw_path, ex.headers.provider)
         record = ex.record
         if record is None:
+            if self.metrics is not None:
+                self.metrics.unrecorded(error.status, shape)
             await error.send(ex.send, shape)
             return
         record.status_code = error.status
@@ -428,13 +436,16 @@ async def forward(ex: Exchange, upstream: Upstream) -> UpstreamAnswer:
     chosen = ex.route
     assert chosen is not None
     label = chosen.name
+    ex.upstream_started = time.perf_counter()
     try:
         return await upstream.request(chosen.origin, ex.scope["method"],
                                       chosen.upstream_target(ex.upstream_path, ex.query), ex.forward, ex.body)
     except UpstreamTimeout as exc:
+        ex.upstream_error = "timeout"
         raise GatewayError(504, "upstream_timeout", f"The {label} upstream did not answer in time.",
                            provider=label, record_message=f"{label} upstream timed out") from exc
     except UpstreamError as exc:
+        ex.upstream_error = "unreachable"
         raise GatewayError(502, "upstream_unreachable", f"The {label} upstream could not be reached.",
                            provider=label,
                            record_message=truncate_message(f"{label} upstream unreachable: {exc}")) from exc
