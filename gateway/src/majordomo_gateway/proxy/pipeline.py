@@ -60,7 +60,7 @@ from majordomo_gateway.proxy.metering import meter, price
 from majordomo_gateway.proxy.relay import relay
 from majordomo_gateway.proxy.routing import Router, RoutingError, normalise_path
 from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
-from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
+from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from majordomo_gateway.proxy.upstream_api import Upstream, UpstreamAnswer
 from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
@@ -444,6 +444,11 @@ async def forward(ex: Exchange, upstream: Upstream) -> UpstreamAnswer:
         ex.upstream_error = "timeout"
         raise GatewayError(504, "upstream_timeout", f"The {label} upstream did not answer in time.",
                            provider=label, record_message=f"{label} upstream timed out") from exc
+    except UpstreamProtocolError as exc:
+        ex.upstream_error = "unreachable"  # the metric's kinds: no answer that could be used
+        raise GatewayError(502, "upstream_bad_response", f"The {label} upstream sent an answer that cannot be "
+                           f"relayed: {exc}.", provider=label,
+                           record_message=truncate_message(f"{label} upstream: {exc}")) from exc
     except UpstreamError as exc:
         ex.upstream_error = "unreachable"
         raise GatewayError(502, "upstream_unreachable", f"The {label} upstream could not be reached.",
