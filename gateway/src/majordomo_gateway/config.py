@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, KINDS, builtin, catalog_id
+from majordomo_gateway.timebuckets import zone
 
 DEFAULT_CONFIG_FILE = "majordomo.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///majordomo.db"
@@ -134,6 +135,17 @@ class PricingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    # Calendar periods (day, week, month) of budgets created without --time-zone.
+    time_zone: str = "UTC"
+    # How often each process re-reads the ledger and publishes its requests in flight: the
+    # window in which two processes may both admit against the same budget (docs/budgets.md).
+    refresh_interval: float = 0.25
+    # A request without max_tokens reserves this many output tokens until its usage is known.
+    default_output_tokens: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"
 
@@ -147,6 +159,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
     pricing: PricingSettings = field(default_factory=PricingSettings)
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -229,6 +242,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _time_zone(value: Any) -> str:
+    name = str(value).strip()
+    zone(name)  # TimeZoneError (a ValueError) names the problem
+    return name
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -281,6 +300,11 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "overrides_file": _text,
         "refresh_url": _http_url,
         "refresh_interval": _positive_float,
+    }),
+    "budgets": (BudgetSettings, {
+        "time_zone": _time_zone,
+        "refresh_interval": _positive_float,
+        "default_output_tokens": _positive_int,
     }),
     "log": (LogSettings, {"level": _log_level}),
 }
