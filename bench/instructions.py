@@ -3,6 +3,7 @@
     bash bench/run.sh instructions ec8ccd5 HEAD                 # 3 alternating rounds, SQLite
     bash bench/run.sh instructions main WORKTREE --db pg        # this checkout vs main, PostgreSQL
     bash bench/run.sh instructions HEAD --workloads openai_stream --requests 200 --rounds 1
+    bash bench/run.sh instructions WORKTREE --credential both   # mdm_sk_ + provider key vs mdm_pk_ alone
 
 Why a second method next to compare.py: CPU time per request on this shared 2-core machine moves by
 ±5-10 % between runs an hour apart, which is the size of the effects a before/after statement is
@@ -15,8 +16,13 @@ How: the gateway (`majordomo serve`, one process) runs under `valgrind --tool=ca
 --instr-atstart=no`, so start-up and imports are not counted.  A warm-up of requests runs
 uninstrumented; then `callgrind_control -i on`, the measured requests (closed loop, --conc
 concurrent clients, each request tagged), a wait until every measured request's row is in the
-database (so the writer's work for them is counted), `callgrind_control -i off`.  Instructions /
-requests is the figure.  The upstream is bench/upstream.py (no pacing) outside valgrind.
+database (so the writer's work for them is counted), a dump; then --idle seconds of the same
+process doing nothing, a second dump.  The idle dump gives what the process's timers cost per
+second (the writer's flush tick, the event loop's wake-ups, the change feed's poll); that rate
+times the window's length is subtracted, so a window that a loaded machine stretches (slow
+clients, a slow database) does not count as gateway work: (window - idle/s x seconds) / requests
+is the figure ("net"; "raw" is kept beside it in the results).  The upstream is bench/upstream.py
+(no pacing), outside valgrind.
 
 Each revision is checked out as compare.py does (git worktree, first on PYTHONPATH; WORKTREE = this
 checkout).  Rounds alternate the revisions (A B A B ...); the table shows each cell's median and the
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import glob
 import json
 import os
 import re
@@ -52,6 +59,8 @@ PY = sys.executable
 UPSTREAM_PORT = 18291
 GATEWAY_PORT = 18292
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# A fixed, throwaway secrets key: the bench's databases are dropped after each run.
+SECRETS_KEY = "mdm_sec_" + "QkVOQ0gtT05MWS1CRU5DSC1PTkxZLUJFTkNILU9OTFk"
 
 
 def log(msg: str) -> None:
@@ -123,17 +132,45 @@ def gateway_env(src: str, store: Store, workdir: str) -> dict[str, str]:
     return env
 
 
-def create_key(env: dict[str, str], workdir: str) -> str:
-    out = subprocess.run([PY, "-m", "majordomo_gateway.cli.main", "keys", "create", "--name", "bench", "--json"],
+def _cli(env: dict[str, str], workdir: str, *args: str, stdin: str | None = None) -> dict[str, object]:
+    out = subprocess.run([PY, "-m", "majordomo_gateway.cli.main", *args, "--json"], input=stdin,
                          capture_output=True, text=True, env=env, cwd=workdir, timeout=120)
     if out.returncode != 0:
-        raise RuntimeError(f"majordomo keys create failed: {out.stderr}")
-    return str(json.loads(out.stdout)["key"])
+        raise RuntimeError(f"majordomo {' '.join(args)} failed: {out.stderr}")
+    parsed: dict[str, object] = json.loads(out.stdout)
+    return parsed
+
+
+def create_key(env: dict[str, str], workdir: str) -> str:
+    return str(_cli(env, workdir, "keys", "create", "--name", "bench")["key"])
+
+
+# Where each workload's SDK puts the provider key (the proxy key goes there instead).
+_CREDENTIAL_HEADER = {"openai": "Authorization", "anthropic": "x-api-key"}
+
+
+def request_headers(workload: canned.Workload, key: str) -> dict[str, str]:
+    """The workload's headers with the Majordomo key: an ``mdm_sk_`` beside the provider key, or an
+    ``mdm_pk_`` in the provider key's place (then alone)."""
+    if not key.startswith("mdm_pk_"):
+        return {**workload.headers, "X-Majordomo-Key": key}
+    name = _CREDENTIAL_HEADER[workload.provider]
+    value = f"Bearer {key}" if name == "Authorization" else key
+    return {**workload.headers, name: value}
+
+
+def create_proxy_key(env: dict[str, str], workdir: str, workload: canned.Workload) -> str:
+    """A Majordomo key, a proxy key for it, and the workload's provider key stored in it."""
+    key_id = str(_cli(env, workdir, "keys", "create", "--name", "bench")["id"])
+    proxy = _cli(env, workdir, "proxy-keys", "create", "--name", "bench-app", "--key", key_id)
+    provider_key = workload.headers[_CREDENTIAL_HEADER[workload.provider]].removeprefix("Bearer ")
+    _cli(env, workdir, "proxy-keys", "set-provider", str(proxy["id"]), workload.provider, stdin=provider_key)
+    return str(proxy["key"])
 
 
 async def drive(workload: canned.Workload, key: str, tag: str, n: int, conc: int) -> int:
     """n requests over conc keep-alive connections; each read to its end.  Returns the 200s."""
-    headers = {**workload.headers, "X-Majordomo-Key": key, "X-Majordomo-Bench-Phase": tag}
+    headers = {**request_headers(workload, key), "X-Majordomo-Bench-Phase": tag}
     url = f"http://127.0.0.1:{GATEWAY_PORT}{workload.path}"
     left = n
     ok = 0
@@ -165,11 +202,15 @@ def callgrind_total(path: str) -> int:
 
 
 def measure(label: str, src: str, db: str, workload: canned.Workload, a: argparse.Namespace,
-            workdir: str, round_no: int) -> dict[str, float]:
-    name = f"instr_{label}_{workload.name}_{round_no}".lower()
+            workdir: str, round_no: int, credential: str = "majordomo-key") -> dict[str, float]:
+    name = f"instr_{label}_{workload.name}_{credential}_{round_no}".lower().replace("-", "_")
     store = Store(db, name, workdir)
     env = gateway_env(src, store, workdir)
-    key = create_key(env, workdir)
+    if credential == "proxy-key":
+        env["MAJORDOMO_SECRETS_KEY"] = SECRETS_KEY
+        key = create_proxy_key(env, workdir, workload)
+    else:
+        key = create_key(env, workdir)
     out = os.path.join(workdir, f"callgrind-{name}.out")
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
            PY, "-m", "majordomo_gateway.cli.main", "serve", "--port", str(GATEWAY_PORT), "--workers", "1"]
@@ -178,15 +219,19 @@ def measure(label: str, src: str, db: str, workload: canned.Workload, a: argpars
     try:
         wait_port(GATEWAY_PORT, timeout=300)
         asyncio.run(drive(workload, key, "warmup", a.warmup, a.conc))
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        control(proc.pid, "-z")  # nothing before the window counts, even if instrumentation leaked
+        control(proc.pid, "-i", "on")
         started = time.monotonic()
         ok = asyncio.run(drive(workload, key, "measured", a.requests, a.conc))
         deadline = time.monotonic() + 120
         while store.rows("measured") < a.requests and time.monotonic() < deadline:
             time.sleep(0.2)
         rows = store.rows("measured")
-        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         elapsed = time.monotonic() - started
+        control(proc.pid, "-d")  # dump 1: the measured window
+        time.sleep(a.idle)
+        control(proc.pid, "-d")  # dump 2: the same process idle, for its timers' cost per second
+        control(proc.pid, "-i", "off")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -197,10 +242,18 @@ def measure(label: str, src: str, db: str, workload: canned.Workload, a: argpars
         store.drop()
     if ok != a.requests or rows != a.requests:
         raise RuntimeError(f"{label} {workload.name}: {ok} answers of 200 and {rows} rows for {a.requests} requests")
-    total = callgrind_total(out)
+    window, idle = callgrind_total(f"{out}.1"), callgrind_total(f"{out}.2")
     if not a.keep:
-        os.remove(out)
-    return {"instructions_per_request": total / a.requests, "window_s": round(elapsed, 1)}
+        for path in glob.glob(out + "*"):
+            os.remove(path)
+    idle_per_s = idle / a.idle
+    net = max(window - idle_per_s * elapsed, 0.0)
+    return {"instructions_per_request": net / a.requests, "raw_per_request": window / a.requests,
+            "idle_per_s": idle_per_s, "window_s": round(elapsed, 1)}
+
+
+def control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
 
 
 def start_upstream(workdir: str) -> subprocess.Popen[bytes]:
@@ -227,6 +280,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=100, help="uninstrumented requests first (default 100)")
     ap.add_argument("--conc", type=int, default=8, help="concurrent clients (default 8)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument("--credential", choices=["majordomo-key", "proxy-key", "both"], default="majordomo-key",
+                    help="how requests authenticate: X-Majordomo-Key beside the provider key (default), a proxy "
+                         "key (mdm_pk_) alone in the provider key's place, or both, alternating")
+    ap.add_argument("--idle", type=float, default=3.0,
+                    help="seconds of idle process measured after each window (default 3)")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files and the work directory")
     return ap.parse_args(argv)
 
@@ -235,33 +293,42 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     workloads = [canned.WORKLOADS[w] for w in a.workloads.split(",")]
     workdir = tempfile.mkdtemp(prefix="majordomo-instr-")
-    revs = [checkout(r, workdir) for r in a.revisions]
+    checked_out = [checkout(r, workdir) for r in a.revisions]
+    credentials = ["majordomo-key", "proxy-key"] if a.credential == "both" else [a.credential]
+    # One column per revision and credential; a single credential keeps the revision's own label.
+    revs = [(label if len(credentials) == 1 else f"{label}:{credential}", src, credential)
+            for label, src in checked_out for credential in credentials]
     upstream = start_upstream(workdir)
-    cells: dict[str, dict[str, list[float]]] = {label: {w.name: [] for w in workloads} for label, _ in revs}
+    cells: dict[str, dict[str, list[float]]] = {label: {w.name: [] for w in workloads} for label, _, _ in revs}
+    details: dict[str, dict[str, list[dict[str, float]]]] = {label: {w.name: [] for w in workloads}
+                                                             for label, _, _ in revs}
     try:
         for round_no in range(a.rounds):
-            for label, src in revs:
+            for label, src, credential in revs:
                 for w in workloads:
-                    r = measure(label, src, a.db, w, a, workdir, round_no)
+                    r = measure(label.split(":")[0], src, a.db, w, a, workdir, round_no, credential)
                     cells[label][w.name].append(r["instructions_per_request"])
+                    details[label][w.name].append(r)
                     log(f"round {round_no + 1}/{a.rounds} {label} {w.name}: "
-                        f"{r['instructions_per_request']:,.0f} instructions/request ({r['window_s']} s)")
+                        f"{r['instructions_per_request']:,.0f} instructions/request net, "
+                        f"{r['raw_per_request']:,.0f} raw, idle {r['idle_per_s']:,.0f}/s "
+                        f"over the {r['window_s']} s window")
     finally:
         upstream.kill()
-        for label, _ in revs:
+        for label, _ in checked_out:
             path = os.path.join(workdir, label)
             if label != "worktree" and os.path.isdir(path) and not a.keep:
                 with contextlib.suppress(subprocess.CalledProcessError):
                     git("worktree", "remove", "--force", path)
 
     first = revs[0][0]
-    table = ["| workload | " + " | ".join(label for label, _ in revs) + " |",
+    table = ["| workload | " + " | ".join(label for label, _, _ in revs) + " |",
              "|---|" + "---|" * len(revs)]
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for w in workloads:
         base = statistics.median(cells[first][w.name])
         row = [w.name]
-        for label, _ in revs:
+        for label, _, _ in revs:
             vals = cells[label][w.name]
             med = statistics.median(vals)
             spread = (max(vals) - min(vals)) / 2 / med if med else 0.0
@@ -273,10 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         table.append("| " + " | ".join(row) + " |")
     print("\n".join(table))
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "db": a.db,
-              "revisions": {label: rev for (label, _), rev in zip(revs, a.revisions, strict=True)},
-              "requests": a.requests, "warmup": a.warmup, "conc": a.conc, "rounds": a.rounds,
-              "median": summary, "rounds_raw": cells}
-    labels = "-".join(label for label, _ in revs)
+              "revisions": {label: rev for (label, _), rev in zip(checked_out, a.revisions, strict=True)},
+              "credential": a.credential,
+              "requests": a.requests, "warmup": a.warmup, "conc": a.conc, "round_count": a.rounds,
+              "idle_s": a.idle,
+              "median": summary, "rounds": cells, "rounds_detail": details}
+    labels = "-".join(label for label, _ in checked_out) + ("" if a.credential == "majordomo-key"
+                                                             else f"-{a.credential}")
     out = os.path.join(HERE, "results", f"instructions-{labels}-{a.db}.json")
     with open(out, "w") as f:
         json.dump(result, f, indent=2)

@@ -16,7 +16,8 @@
   the provider key goes, through the vault (auth/vault.py), which then puts the stored provider
   key in its place.  Only a credential starting ``mdm_pk_`` takes the vault's path: for every
   other request the cost is one ``startswith``;
-- read_body: the request body, bounded;
+- read_body: the request body, bounded; a client that hangs up before its body is complete
+  gets nothing forwarded, and a 499 row (``_body_cut_short``);
 - prepare: what goes upstream (a route adapter may rewrite it), what the request asked for
   (model, streaming), and the row;
 - forward: the request upstream, until the response head is in;
@@ -332,12 +333,16 @@ def route(ex: Exchange, router: Router) -> None:
 async def read_body(ex: Exchange) -> None:
     receive = ex.receive
     message = await receive()
+    if message["type"] != "http.request":
+        _body_cut_short(ex, 0)
     body: bytes = message.get("body", b"")
     if message.get("more_body", False):
         parts = [body]
         size = len(body)
         while message.get("more_body", False):
             message = await receive()
+            if message["type"] != "http.request":
+                _body_cut_short(ex, size)
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_REQUEST_BODY:
@@ -345,6 +350,19 @@ async def read_body(ex: Exchange) -> None:
             parts.append(chunk)
         body = b"".join(parts)
     ex.body = body
+
+
+def _body_cut_short(ex: Exchange, received: int) -> None:
+    """The client hung up before its body was complete (``http.disconnect``): what arrived is not
+    the request it meant, so nothing goes upstream.  The row says so (status 499, the nginx code
+    for a client that closed its request; aborted; no model, no tokens): the attempt is seen,
+    and it cost nothing."""
+    record = ex.record = new_record(ex, RequestInfo())
+    record.aborted = True
+    raise GatewayError(499, "client_disconnected", "The client closed the connection before its request body "
+                       "was complete.",
+                       record_message=f"client disconnected after {received} bytes of its request body; "
+                                      "not forwarded")
 
 
 def prepare(ex: Exchange) -> None:

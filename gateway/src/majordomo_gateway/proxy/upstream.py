@@ -5,8 +5,8 @@ arrives", and aiohttp's response machinery (StreamReader, multidict headers, URL
 tracing hooks) was the largest single item in the gateway's profile (figures in
 docs/stack-choice.md, "Revisited").  This client keeps what a relay needs (TLS with
 the system trust store, connect and read timeouts, keep-alive reuse with one retry on a stale
-connection, backpressure, a short DNS cache) and nothing else; docs/stack-choice.md and docs/performance.md
-have the measurements.
+connection for idempotent methods, backpressure, a short DNS cache) and nothing else;
+docs/stack-choice.md and docs/performance.md have the measurements.
 
     client = UpstreamClient(connect_timeout=10, read_timeout=600)
     response = await client.request(origin, "POST", b"/v1/chat/completions", headers, body)
@@ -37,6 +37,10 @@ _HIGH_WATER = 256 * 1024
 # (OpenAI and Anthropic after about a minute), and a write into a dropped one costs a retry.
 DEFAULT_KEEPALIVE_SECONDS = 15.0
 _MAX_IDLE_PER_ORIGIN = 256
+# Methods a retry may send twice (RFC 9110 §9.2.2).  Any other (a POST above all: a provider may
+# have billed it) is sent once: when a reused connection breaks before the answer, the upstream
+# may have read the request, so the error goes to the client instead of a second attempt.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Resolved addresses are reused this long: a burst of new connections costs one lookup, not one
 # getaddrinfo (a thread-pool round trip, or a slow resolver) each.
 DNS_TTL_SECONDS = 60.0
@@ -470,9 +474,11 @@ class UpstreamClient:
                 await response._head
             except UpstreamBroken:
                 response.release()
-                if reused and not response._got_bytes:
-                    # The server dropped a pooled connection as we reused it; it never saw the
-                    # request, so one retry on a new connection is safe.
+                if reused and not response._got_bytes and method in IDEMPOTENT_METHODS:
+                    # The server dropped a pooled connection as we reused it.  Whether it read the
+                    # request first cannot be known, so only a request that may be sent twice is
+                    # retried, once, on a new connection.  (A connection the server had closed
+                    # before we picked it is never used: _idle_connection skips it.)
                     conn, reused = None, False
                     continue
                 raise
