@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import uuid_utils
 from majordomo_gateway.auth.keys import display_prefix, generate_key, hash_secret
-from majordomo_gateway.budgets.periods import TOTAL_START, next_start, period_start
 from majordomo_gateway.budgets.scope import parse_scope
+from majordomo_gateway.periods import TOTAL_START, next_start, period_start
 from majordomo_gateway.storage.database import Database, open_database
 from majordomo_gateway.storage.errors import ConstraintViolation
 from majordomo_gateway.storage.records import BudgetHold, BudgetRecord, CostUpdate, RateLimitRecord

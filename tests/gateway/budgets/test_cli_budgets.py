@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from majordomo_gateway.budgets.periods import next_start, period_start
+from majordomo_gateway.periods import next_start, period_start
 from majordomo_gateway.storage.database import open_database
 from majordomo_gateway.storage.records import RequestRecord
 

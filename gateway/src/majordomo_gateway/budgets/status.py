@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from majordomo_gateway.budgets.periods import next_start, period_start
+from majordomo_gateway.periods import next_start, period_start
 from majordomo_gateway.storage.budgets import BudgetTable
 from majordomo_gateway.storage.records import BudgetRecord, BudgetSpend
 

@@ -15,10 +15,10 @@ import orjson
 import uuid_utils
 
 from majordomo_gateway.admin.audit import cli_actor, record_action
-from majordomo_gateway.budgets.periods import BUDGET_PERIODS, period_start
 from majordomo_gateway.budgets.scope import Scope, ScopeError, parse_scope
 from majordomo_gateway.budgets.status import BudgetStatus, budget_statuses, redact_webhook
 from majordomo_gateway.cli.context import connected, settings_from
+from majordomo_gateway.periods import BUDGET_PERIODS, period_start
 from majordomo_gateway.storage.database import Database
 from majordomo_gateway.storage.errors import ConstraintViolation
 from majordomo_gateway.storage.records import COST_LIMIT, BudgetRecord

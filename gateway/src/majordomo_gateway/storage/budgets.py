@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from majordomo_gateway.budgets.periods import TOTAL_START
+from majordomo_gateway.periods import TOTAL_START
 from majordomo_gateway.storage.columns import Dialect, NamedRow, Query, cost_value, render
 from majordomo_gateway.storage.records import (
     BudgetAlert,
@@ -72,7 +72,7 @@ def counter_value_sql(row: str = "r", budget: str = "b") -> str:
 
 
 def period_sql(dialect: Dialect, row: str = "r", budget: str = "b") -> str:
-    """The start of the budget's period that the row's requested_at falls in (budgets/periods.py)."""
+    """The start of the budget's period that the row's requested_at falls in (periods.py)."""
     if dialect.numbered_parameters:
         return (f"CASE WHEN {budget}.period = 'total' THEN timestamptz '1970-01-01 00:00:00+00' "
                 f"ELSE date_trunc({budget}.period, {row}.requested_at AT TIME ZONE {budget}.time_zone) "

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from majordomo_gateway.budgets.periods import period_start_text
+from majordomo_gateway.periods import period_start_text
 from majordomo_gateway.storage.admin import admin_tables
 from majordomo_gateway.storage.budgets import BudgetTable, Statement, counter_value_sql, match_sql, period_sql
 from majordomo_gateway.storage.changes import SQLiteChangeFeed
