@@ -2,7 +2,7 @@
 then CLI flags.
 
 Settings are grouped the way the YAML file is (``server``, ``database``, ``providers``, ``proxy``,
-``auth``, ``writer``, ``pricing``, ``log``, ``metrics``).  Every setting has a dotted path
+``auth``, ``writer``, ``pricing``, ``budgets``, ``log``, ``metrics``).  Every setting has a dotted path
 (``proxy.read_timeout``) that is its place in the YAML file and, upper-cased and joined with
 underscores, its environment variable (``MAJORDOMO_PROXY_READ_TIMEOUT``).  A value that does not
 parse, or a key the file should not have, stops the gateway at start with a message naming it,
@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, KINDS, builtin, catalog_id
+from majordomo_gateway.timebuckets import zone
 
 DEFAULT_CONFIG_FILE = "majordomo.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///majordomo.db"
@@ -140,6 +141,17 @@ class PricingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    # Calendar periods (day, week, month) of budgets created without --time-zone.
+    time_zone: str = "UTC"
+    # How often each process re-reads the ledger and publishes its requests in flight: the
+    # window in which two processes may both admit against the same budget (docs/budgets.md).
+    refresh_interval: float = 0.25
+    # A request without max_tokens reserves this many output tokens until its usage is known.
+    default_output_tokens: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"
     # "json": one JSON object per log line, and one access-log line per request (docs/observability.md).
@@ -174,6 +186,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
     pricing: PricingSettings = field(default_factory=PricingSettings)
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -313,6 +326,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _time_zone(value: Any) -> str:
+    name = str(value).strip()
+    zone(name)  # TimeZoneError (a ValueError) names the problem
+    return name
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -368,6 +387,11 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "overrides_file": _text,
         "refresh_url": _http_url,
         "refresh_interval": _positive_float,
+    }),
+    "budgets": (BudgetSettings, {
+        "time_zone": _time_zone,
+        "refresh_interval": _positive_float,
+        "default_output_tokens": _positive_int,
     }),
     "log": (LogSettings, {"level": _log_level, "format": _log_format}),
     "metrics": (MetricsSettings, {

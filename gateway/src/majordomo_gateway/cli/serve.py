@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from majordomo_gateway.app import Gateway
 from majordomo_gateway.config import Settings, env_name, load_settings
+from majordomo_gateway.logs import json_lines
 from majordomo_gateway.metrics.endpoint import MetricsServer
 from majordomo_gateway.metrics.shared import SnapshotDirectory
 from majordomo_gateway.proxy.server_glue import install_log_filter
@@ -29,8 +30,7 @@ def create_app() -> Gateway:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log.level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    json_lines.configure(settings.log.level, settings.log.format)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,8 +83,11 @@ def _serve(settings: Settings) -> None:
         "Majordomo Gateway on http://%s:%d, database %s", settings.server.host, settings.server.port,
         _redact(settings.database.url),
     )
+    # JSON lines for uvicorn's loggers too; else uvicorn's own readable default.
+    log_config = json_lines.uvicorn_log_config(settings.log.format) or uvicorn.config.LOGGING_CONFIG
     uvicorn.run(
         "majordomo_gateway.cli.serve:create_app",
+        log_config=log_config,
         factory=True,
         host=settings.server.host,
         port=settings.server.port,

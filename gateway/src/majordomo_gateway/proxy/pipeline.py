@@ -49,6 +49,7 @@ from majordomo_gateway.auth.secrets import SecretsError
 from majordomo_gateway.auth.vault import ProxyKeyCheck, ProxyKeyVault
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import ProxySettings, Settings
+from majordomo_gateway.logs.access import log_access
 from majordomo_gateway.metrics.process import ProcessMetrics
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.providers.base import RequestInfo
@@ -92,6 +93,8 @@ class ProxyHandler:
         self.settings = settings
         #: this worker's Prometheus numbers (None: metrics.enabled is false, and requests pay nothing)
         self.metrics = metrics
+        #: log.format json: one access-log line per request
+        self.access_log = settings.log.format == "json"
         self.clock = clock
         self.limits = settings.proxy
         self.router = router
@@ -145,6 +148,8 @@ class ProxyHandler:
             price(record, self.prices)
             if self.metrics is not None:
                 self.metrics.observe(record, ex.upstream_seconds(time.perf_counter()), ex.upstream_error)
+            if self.access_log:
+                log_access(record)
             self.writer.submit(record)
 
     async def _refuse(self, ex: Exchange, refusal: GatewayError) -> None:
