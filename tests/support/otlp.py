@@ -172,12 +172,12 @@ def grpc_receiver() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver()
 
     class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:  # noqa: N802
+        def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
             receiver.take_traces(request.SerializeToString(), "grpc TraceService/Export", "application/grpc")
             return ExportTraceServiceResponse()
 
     class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-        def Export(self, request: ExportMetricsServiceRequest, context: Any) -> ExportMetricsServiceResponse:  # noqa: N802
+        def Export(self, request: ExportMetricsServiceRequest, context: Any) -> ExportMetricsServiceResponse:
             receiver.take_metrics(request.SerializeToString(), "grpc MetricsService/Export", "application/grpc")
             return ExportMetricsServiceResponse()
 

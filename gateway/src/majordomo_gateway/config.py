@@ -2,7 +2,7 @@
 then CLI flags.
 
 Settings are grouped the way the YAML file is (``server``, ``database``, ``providers``, ``proxy``,
-``auth``, ``writer``, ``pricing``, ``log``, ``metrics``).  Every setting has a dotted path
+``auth``, ``writer``, ``pricing``, ``budgets``, ``log``, ``metrics``).  Every setting has a dotted path
 (``proxy.read_timeout``) that is its place in the YAML file and, upper-cased and joined with
 underscores, its environment variable (``MAJORDOMO_PROXY_READ_TIMEOUT``).  A value that does not
 parse, or a key the file should not have, stops the gateway at start with a message naming it,
@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, KINDS, builtin, catalog_id
+from majordomo_gateway.timebuckets import zone
 
 DEFAULT_CONFIG_FILE = "majordomo.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///majordomo.db"
@@ -96,8 +97,14 @@ class ProxySettings:
     # When a client hangs up mid-stream we keep reading the upstream, bounded, to learn the usage.
     abandoned_stream_max_seconds: float = 30.0
     abandoned_stream_max_bytes: int = 8 * 1024 * 1024
+    # What X-Majordomo-* metadata one request may carry (more: 400 naming the limit).  The total
+    # counts names (after X-Majordomo-) and values; each is capped (METADATA_CEILINGS) so that
+    # no setting can make a row too big for a spool record (tests/gateway/test_row_limits.py).
     max_metadata_headers: int = 32
     max_metadata_value_bytes: int = 1024
+    max_metadata_name_bytes: int = 128
+    max_metadata_total_bytes: int = 16 * 1024
+    max_provider_alias_bytes: int = 256
     # Ask OpenAI-style chat streams for usage (stream_options.include_usage) and hide the extra chunk.
     inject_stream_usage: bool = True
     # Requests one worker serves at once (streams included); more get an immediate 503 with
@@ -131,6 +138,17 @@ class PricingSettings:
     # Off unless set: prices ship with genai-prices and work offline.
     refresh_url: str | None = None
     refresh_interval: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    # Calendar periods (day, week, month) of budgets created without --time-zone.
+    time_zone: str = "UTC"
+    # How often each process re-reads the ledger and publishes its requests in flight: the
+    # window in which two processes may both admit against the same budget (docs/budgets.md).
+    refresh_interval: float = 0.25
+    # A request without max_tokens reserves this many output tokens until its usage is known.
+    default_output_tokens: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +186,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
     pricing: PricingSettings = field(default_factory=PricingSettings)
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -190,6 +209,20 @@ def _positive_int(value: Any) -> int:
     expected = "must be a positive integer"
     number = _integer(value, expected)
     if number <= 0:
+        raise ValueError(expected)
+    return number
+
+
+#: the largest values the row-size settings accept: a row at all of them still fits a spool
+#: record (16 MiB) many times over, whatever the other settings say
+METADATA_CEILINGS = {"max_metadata_name_bytes": 1024, "max_metadata_total_bytes": 1024 * 1024,
+                     "max_provider_alias_bytes": 4096}
+
+
+def _capped_int(value: Any, ceiling: int) -> int:
+    expected = f"must be a positive integer, at most {ceiling}"
+    number = _integer(value, expected)
+    if not 0 < number <= ceiling:
         raise ValueError(expected)
     return number
 
@@ -293,6 +326,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _time_zone(value: Any) -> str:
+    name = str(value).strip()
+    zone(name)  # TimeZoneError (a ValueError) names the problem
+    return name
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -330,6 +369,9 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "abandoned_stream_max_bytes": _positive_int,
         "max_metadata_headers": _positive_int,
         "max_metadata_value_bytes": _positive_int,
+        "max_metadata_name_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_metadata_name_bytes"]),
+        "max_metadata_total_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_metadata_total_bytes"]),
+        "max_provider_alias_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_provider_alias_bytes"]),
         "inject_stream_usage": _flag,
         "max_in_flight": _positive_int,
     }),
@@ -345,6 +387,11 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "overrides_file": _text,
         "refresh_url": _http_url,
         "refresh_interval": _positive_float,
+    }),
+    "budgets": (BudgetSettings, {
+        "time_zone": _time_zone,
+        "refresh_interval": _positive_float,
+        "default_output_tokens": _positive_int,
     }),
     "log": (LogSettings, {"level": _log_level, "format": _log_format}),
     "metrics": (MetricsSettings, {

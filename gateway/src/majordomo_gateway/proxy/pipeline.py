@@ -62,7 +62,7 @@ from majordomo_gateway.proxy.metering import meter, price
 from majordomo_gateway.proxy.relay import relay
 from majordomo_gateway.proxy.routing import Router, RoutingError, normalise_path
 from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
-from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
+from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from majordomo_gateway.proxy.upstream_api import Upstream, UpstreamAnswer
 from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
@@ -71,8 +71,9 @@ from majordomo_gateway.storage.writer import RowWriter
 if TYPE_CHECKING:
     from majordomo_gateway.tracing.otel import Tracing
 
-__all__ = ["MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler", "accept",
-           "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route", "try_route"]
+__all__ = ["MAX_MODEL_CHARS", "MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler",
+           "accept", "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route",
+           "try_route"]
 
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 # Retry-After, in seconds: an overload passes with the burst; a full disk or a dead database
@@ -80,6 +81,9 @@ MAX_REQUEST_BODY = 64 * 1024 * 1024
 OVERLOAD_RETRY_AFTER = 1
 UNRECORDED_RETRY_AFTER = 5
 _CREDENTIAL_QUERY_KEYS = frozenset({"key"})
+# The longest model name a row keeps (a longer one, which no provider serves, is cut, marked with
+# "…"): with the metadata limits it bounds a row (tests/gateway/test_row_limits.py).
+MAX_MODEL_CHARS = 1024
 
 
 class ProxyHandler:
@@ -234,8 +238,7 @@ def accept(ex: Exchange, limits: ProxySettings) -> None:
     ex.raw_path = raw_path
     ex.query = scope.get("query_string", b"")
     try:
-        ex.headers = split_headers(scope["headers"], max_metadata=limits.max_metadata_headers,
-                                   max_value_bytes=limits.max_metadata_value_bytes)
+        ex.headers = split_headers(scope["headers"], limits)
     except MetadataError as exc:
         raise GatewayError(400, "invalid_metadata", str(exc)) from exc
 
@@ -434,7 +437,8 @@ def new_record(ex: Exchange, info: RequestInfo) -> RequestRecord:
         provider_api_key_alias=alias,
         provider=provider.name,
         route=chosen.name,
-        model=info.model,
+        model=info.model if info.model is None or len(info.model) <= MAX_MODEL_CHARS
+        else truncate_message(info.model, MAX_MODEL_CHARS),
         request_path=_logged_path(ex.path, query),
         request_method=ex.scope["method"],
         requested_at=ex.requested_at,
@@ -457,6 +461,11 @@ async def forward(ex: Exchange, upstream: Upstream) -> UpstreamAnswer:
         ex.upstream_error = "timeout"
         raise GatewayError(504, "upstream_timeout", f"The {label} upstream did not answer in time.",
                            provider=label, record_message=f"{label} upstream timed out") from exc
+    except UpstreamProtocolError as exc:
+        ex.upstream_error = "unreachable"  # the metric's kinds: no answer that could be used
+        raise GatewayError(502, "upstream_bad_response", f"The {label} upstream sent an answer that cannot be "
+                           f"relayed: {exc}.", provider=label,
+                           record_message=truncate_message(f"{label} upstream: {exc}")) from exc
     except UpstreamError as exc:
         ex.upstream_error = "unreachable"
         raise GatewayError(502, "upstream_unreachable", f"The {label} upstream could not be reached.",
