@@ -77,7 +77,9 @@ class SQLiteChangeFeed:
                 await asyncio.sleep(self.poll_interval)
         finally:
             if conn is not None:
-                conn.close()
+                # On the feed's own thread, after a read that may still be running there (we are
+                # cancelled mid-await): closing it from here while it reads crashes the process.
+                executor.submit(conn.close)
             executor.shutdown(wait=False)
 
     def _open(self) -> sqlite3.Connection:
