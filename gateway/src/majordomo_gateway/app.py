@@ -17,6 +17,7 @@ import orjson
 
 from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.auth.vault import ProxyKeyVault
+from majordomo_gateway.budgets.guard import BudgetGuard
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
 from majordomo_gateway.metrics.endpoint import MetricsView
@@ -63,9 +64,13 @@ class Gateway:
                                 if settings.pricing.refresh_url else None)
         self._change_feed: asyncio.Task[None] | None = None
         self.metrics = _metrics_view(settings, self.writer)
+        # Budgets and rate limits: an in-memory view of the ledger, refreshed in the background;
+        # the writer tells it which rows (and so which spend) the database has committed.
+        self.budgets = BudgetGuard(self.database.budgets, self.prices, settings.budgets, clock)
+        self.writer.inserter.on_committed = self.budgets.committed
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault,
-                                  metrics=self.metrics.own if self.metrics else None)
+                                  metrics=self.metrics.own if self.metrics else None, budgets=self.budgets)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
@@ -89,6 +94,13 @@ class Gateway:
         if self.vault.keyring is None:
             log.info("proxy keys (mdm_pk_...) cannot be used: %s", self.vault.keyring_error)
         await self.proxy.start()
+        if self._database_ready:
+            try:
+                # Enforced from the first request, not the first refresh.
+                await self.budgets.refresh()
+            except DatabaseUnavailable as exc:
+                log.error("budgets: cannot read them at start (%s); retrying in the background", exc)
+        self.budgets.start()
         self.writer.start()
         if self.metrics is not None:
             self.metrics.start()
@@ -118,6 +130,7 @@ class Gateway:
         if self.price_refresher is not None:
             self.price_refresher.stop()
         await self.proxy.close()
+        await self.budgets.close()
         await self.writer.close()
         if self.metrics is not None:
             await self.metrics.close()
