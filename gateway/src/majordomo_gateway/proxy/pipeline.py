@@ -62,7 +62,7 @@ from majordomo_gateway.proxy.metering import meter, price
 from majordomo_gateway.proxy.relay import relay
 from majordomo_gateway.proxy.routing import Router, RoutingError, normalise_path
 from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
-from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
+from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from majordomo_gateway.proxy.upstream_api import Upstream, UpstreamAnswer
 from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
@@ -70,6 +70,7 @@ from majordomo_gateway.storage.writer import RowWriter
 
 if TYPE_CHECKING:  # budgets/guard.py imports the pipeline's parts: at run time the handler is given one
     from majordomo_gateway.budgets.guard import BudgetGuard
+    from majordomo_gateway.tracing.otel import Tracing
 
 __all__ = ["MAX_MODEL_CHARS", "MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler",
            "accept", "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route",
@@ -94,13 +95,15 @@ class ProxyHandler:
     def __init__(self, settings: Settings, router: Router, keys: KeyCache, writer: RowWriter,
                  prices: PriceBook, upstream: Upstream | None = None, clock: Clock = utc_now,
                  vault: ProxyKeyVault | None = None, metrics: ProcessMetrics | None = None,
-                 budgets: BudgetGuard | None = None) -> None:
+                 tracing: Tracing | None = None, budgets: BudgetGuard | None = None) -> None:
         self.settings = settings
         #: budgets and rate limits (budgets/guard.py); while none is defined, ``active`` is False
         #: and a request pays that one test
         self.budgets = budgets
         #: this worker's Prometheus numbers (None: metrics.enabled is false, and requests pay nothing)
         self.metrics = metrics
+        #: OpenTelemetry spans and metrics (None: off, and requests pay nothing)
+        self.tracing = tracing
         #: log.format json: one access-log line per request
         self.access_log = settings.log.format == "json"
         self.clock = clock
@@ -156,10 +159,13 @@ class ProxyHandler:
             price(record, self.prices)
             if ex.budget_hold is not None and self.budgets is not None:
                 self.budgets.settle(ex)
+            tracing = self.tracing
+            if tracing is not None:
+                tracing.finish(ex, record)
             if self.metrics is not None:
                 self.metrics.observe(record, ex.upstream_seconds(time.perf_counter()), ex.upstream_error)
             if self.access_log:
-                log_access(record)
+                log_access(record, tracing.trace_ids(ex) if tracing is not None else None)
             self.writer.submit(record)
 
     async def _refuse(self, ex: Exchange, refusal: GatewayError) -> None:
@@ -206,6 +212,8 @@ class ProxyHandler:
             # Before anything is forwarded, on every route (translations, streams, custom
             # providers): nothing reaches a provider but through here.
             budgets.admit(ex)
+        if self.tracing is not None:
+            self.tracing.start(ex)
         assert self.upstream is not None, "ProxyHandler.start() was not awaited"
         response = await forward(ex, self.upstream)
         async with response:
@@ -464,6 +472,11 @@ async def forward(ex: Exchange, upstream: Upstream) -> UpstreamAnswer:
         ex.upstream_error = "timeout"
         raise GatewayError(504, "upstream_timeout", f"The {label} upstream did not answer in time.",
                            provider=label, record_message=f"{label} upstream timed out") from exc
+    except UpstreamProtocolError as exc:
+        ex.upstream_error = "unreachable"  # the metric's kinds: no answer that could be used
+        raise GatewayError(502, "upstream_bad_response", f"The {label} upstream sent an answer that cannot be "
+                           f"relayed: {exc}.", provider=label,
+                           record_message=truncate_message(f"{label} upstream: {exc}")) from exc
     except UpstreamError as exc:
         ex.upstream_error = "unreachable"
         raise GatewayError(502, "upstream_unreachable", f"The {label} upstream could not be reached.",
