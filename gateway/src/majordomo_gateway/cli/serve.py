@@ -9,8 +9,12 @@ import os
 from majordomo_gateway.app import Gateway
 from majordomo_gateway.config import Settings, env_name, load_settings
 from majordomo_gateway.proxy.server_glue import install_log_filter
+from majordomo_gateway.server import protocol
+from majordomo_gateway.server.limits import ConnectionLimits, fd_budget, raise_fd_limit
 
 CONFIG_ENV = "MAJORDOMO_CONFIG"
+# uvicorn's httptools protocol with the gateway's connection bounds (server/protocol.py).
+PROTOCOL = "majordomo_gateway.server.protocol:GatewayHttpProtocol"
 
 
 def create_app() -> Gateway:
@@ -19,6 +23,13 @@ def create_app() -> Gateway:
     configure_logging(settings)
     # After uvicorn's own logging set-up, which runs before the app is built, in every worker.
     install_log_filter()
+    limits = ConnectionLimits.from_settings(settings.server)
+    if limits.max_connections < settings.server.max_connections:
+        logging.getLogger("majordomo").warning(
+            "server.max_connections lowered from %d to %d: that is what the file descriptor limit "
+            "(ulimit -n) leaves room for, with an upstream connection for each", settings.server.max_connections,
+            limits.max_connections)
+    protocol.configure(limits)
     return Gateway(settings)
 
 
@@ -40,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ[env_name("server.port")] = str(settings.server.port)
     os.environ[env_name("database.url")] = settings.database.url
     configure_logging(settings)
+    # Workers inherit the limit: raised once here, the connection cap is sized against it.
+    descriptors = raise_fd_limit(settings.server.max_connections)
+    _, backlog = fd_budget(settings.server.max_connections, descriptors)
     logging.getLogger("majordomo").info(
         "Majordomo Gateway on http://%s:%d, database %s", settings.server.host, settings.server.port,
         _redact(settings.database.url),
@@ -51,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         port=settings.server.port,
         workers=settings.server.workers if settings.server.workers > 1 else None,
         loop="uvloop",
-        http="httptools",
+        http=PROTOCOL,
+        backlog=backlog,
+        timeout_keep_alive=settings.server.keepalive_timeout,  # type: ignore[arg-type]
         lifespan="on",
         access_log=False,
         server_header=False,
