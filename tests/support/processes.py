@@ -21,9 +21,11 @@ def free_port() -> int:
 
 
 def majordomo(*args: str, env: dict[str, str] | None = None, check: bool = True,
-              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+              cwd: Path | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``input`` is the command's standard input (a password, a provider key); by default none."""
     return subprocess.run([str(BIN / "majordomo"), *args], capture_output=True, text=True,
-                          env=env, check=check, cwd=cwd, timeout=60)
+                          env=env, check=check, cwd=cwd, timeout=60, input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL)
 
 
 def run_sync(coro: Any) -> Any:

@@ -32,10 +32,12 @@ def test_parameters_render_per_dialect_and_casts_are_left_alone() -> None:
 
 def test_key_rows_map_by_column_name_not_position() -> None:
     values = {"id": "k", "name": "n", "description": None, "key_prefix": "mdm_sk_abcd",
-              "created_at": NOW, "updated_at": NOW, "revoked_at": None, "last_used_at": None, "request_count": 3}
+              "created_at": NOW, "updated_at": NOW, "revoked_at": None, "last_used_at": None, "request_count": 3,
+              "owner_user_id": None, "expires_at": None, "allowed_providers": None, "allowed_models": '["gpt-4o*"]'}
     shuffled = dict(reversed(list(values.items())))
     record = key_record(shuffled, POSTGRES)
     assert (record.id, record.request_count, record.created_at) == ("k", 3, NOW)
+    assert record.allowed_models == ("gpt-4o*",) and record.allowed_providers is None
     assert set(KEY_COLUMNS) == set(values)
     text_times = {**values, "created_at": NOW.isoformat(), "updated_at": NOW.isoformat()}
     assert key_record(text_times, SQLITE).updated_at == NOW

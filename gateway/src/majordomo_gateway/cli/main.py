@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from majordomo_gateway import __version__
+from majordomo_gateway.cli import audit as audit_command
 from majordomo_gateway.cli import db as db_commands
 from majordomo_gateway.cli import demo as demo_command
 from majordomo_gateway.cli import keys as key_commands
@@ -22,6 +23,7 @@ from majordomo_gateway.cli import reprice as reprice_command
 from majordomo_gateway.cli import secrets as secrets_commands
 from majordomo_gateway.cli import serve as serve_command
 from majordomo_gateway.cli import status as status_command
+from majordomo_gateway.cli import users as user_commands
 from majordomo_gateway.config import ConfigError
 
 EPILOG = """\
@@ -30,6 +32,8 @@ examples:
   majordomo serve --database-url postgresql://postgres@127.0.0.1:5432/majordomo
   majordomo keys create --name dev             # prints mdm_sk_... once
   majordomo keys list --json
+  majordomo users create --email ada@example.com --role admin   # then POST /api/v1/admin/login
+  majordomo audit --json                       # who changed what, by the CLI or the admin API
   majordomo status                             # queue, spool, oldest unwritten row of a running gateway
   majordomo pricing show claude-sonnet-4-5     # the prices charged, and where they come from
   majordomo pricing unpriced                   # models seen without a price
@@ -76,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands.add_parsers(commands, _common)
     proxy_key_commands.add_parsers(commands, _common)
     secrets_commands.add_parsers(commands, _common)
+    user_commands.add_parsers(commands, _common)
+    audit_command.add_parser(commands, _common)
     pricing_commands.add_parsers(commands, _common)
     report_command.add_parser(commands, _common)
     reprice_command.add_parser(commands, _common)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import uuid_utils
 
+from majordomo_gateway.admin.audit import cli_actor, record_action
 from majordomo_gateway.auth.keys import hash_secret
 from majordomo_gateway.auth.proxy_keys import PROXY_KEY_PREFIX, generate_proxy_key, proxy_key_context
 from majordomo_gateway.auth.secrets import Keyring, SealedValue, SecretsError
@@ -112,6 +113,8 @@ async def _create(args: argparse.Namespace, keyring: Keyring) -> int:
         key = generate_proxy_key()
         record = await database.proxy_keys.create(str(uuid_utils.uuid7()), args.name, owner.id, hash_secret(key),
                                                   key[: len(PROXY_KEY_PREFIX) + 4], datetime.now(UTC))
+        await record_action(database, cli_actor(), "proxy_key.create", record.id,
+                            {"name": record.name, "majordomo_api_key_id": owner.id})
     if args.json:
         _show(_key_data(record, []) | {"key": key}, True)
     else:
@@ -155,6 +158,7 @@ async def _revoke(args: argparse.Namespace, keyring: Keyring) -> int:
         record = await database.proxy_keys.revoke(args.id, datetime.now(UTC))
         if record is None:
             return _not_found(args.id)
+        await record_action(database, cli_actor(), "proxy_key.revoke", record.id, {"name": record.name})
         _show(_key_data(record, await database.proxy_keys.providers(record.id)), args.json)
     return 0
 
@@ -190,6 +194,7 @@ async def _set_provider(args: argparse.Namespace, keyring: Keyring) -> int:
         sealed = keyring.seal(secret, proxy_key_context(record.id, provider))
         stored = await database.proxy_keys.set_provider(record.id, provider, sealed.key_id, sealed.blob,
                                                         hash_secret(secret), datetime.now(UTC))
+        await record_action(database, cli_actor(), "proxy_key.set_provider", record.id, {"provider": provider})
     _show({"proxy_key_id": stored.proxy_key_id, "provider": stored.provider, "secret_key_id": stored.secret_key_id,
            "updated_at": stored.updated_at.isoformat()}, args.json)
     return 0
@@ -203,6 +208,8 @@ async def _remove_provider(args: argparse.Namespace, keyring: Keyring) -> int:
         if not await database.proxy_keys.remove_provider(record.id, args.provider, datetime.now(UTC)):
             print(f"majordomo: proxy key {record.id} has no {args.provider} key", file=sys.stderr)
             return 1
+        await record_action(database, cli_actor(), "proxy_key.remove_provider", record.id,
+                            {"provider": args.provider})
         _show(_key_data(record, await database.proxy_keys.providers(record.id)), args.json)
     return 0
 

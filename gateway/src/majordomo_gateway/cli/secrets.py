@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import orjson
 
+from majordomo_gateway.admin.audit import cli_actor, record_action
 from majordomo_gateway.auth.secrets import KEY_VARIABLE, OLD_KEYS_VARIABLE, Keyring, SecretsError, generate_secrets_key
 from majordomo_gateway.cli.context import connected
 from majordomo_gateway.cli.proxy_keys import reseal_all
@@ -48,7 +49,9 @@ def _rotate(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, int]:
         async with connected(args) as database:
-            return await reseal_all(database, keyring)
+            counts = await reseal_all(database, keyring)
+            await record_action(database, cli_actor(), "secrets.rotate", keyring.key_id, counts)
+            return counts
 
     try:
         counts = asyncio.run(run())

@@ -15,18 +15,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+import orjson
+
 from majordomo_gateway.storage.records import COLUMNS, KeyRecord, UnpricedModel, UsageRow
 from majordomo_gateway.usage import Usage
 
 __all__ = [
     "COLUMNS", "KEY_COLUMNS", "USAGE_ROW_COLUMNS", "Dialect", "KeyQueries", "NamedRow", "Query", "cost_value",
-    "key_queries", "key_record", "render", "unpriced_model", "unpriced_models_query", "usage_row",
+    "encode_list", "key_queries", "key_record", "render", "unpriced_model", "unpriced_models_query", "usage_row",
     "usage_rows_query",
 ]
 
 # api_keys columns as KeyRecord holds them (key_hash is only ever compared, never read back).
-KEY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(KeyRecord))
-_KEY_TIMES = ("created_at", "updated_at", "revoked_at", "last_used_at")
+KEY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(KeyRecord) if f.init)
+_KEY_TIMES = ("created_at", "updated_at", "revoked_at", "last_used_at", "expires_at")
+_KEY_LISTS = ("allowed_providers", "allowed_models")
 _USAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
 _COSTS = ("input_cost", "output_cost", "total_cost")
 USAGE_ROW_COLUMNS: tuple[str, ...] = ("id", "provider", "model", "requested_at", *_USAGE_COLUMNS, *_COSTS,
@@ -65,7 +68,17 @@ def key_record(row: NamedRow, dialect: Dialect) -> KeyRecord:
     values = {name: row[name] for name in KEY_COLUMNS}
     for name in _KEY_TIMES:
         values[name] = dialect.decode_time(values[name])
+    for name in _KEY_LISTS:
+        text = values[name]
+        values[name] = None if text is None else tuple(orjson.loads(text))
+    owner = values["owner_user_id"]
+    values["owner_user_id"] = None if owner is None else str(owner)  # PostgreSQL hands back uuid.UUID
     return KeyRecord(**values)
+
+
+def encode_list(values: tuple[str, ...] | None) -> str | None:
+    """A key's allowed providers or models as stored: a JSON array, or NULL for "any"."""
+    return None if values is None else orjson.dumps(list(values)).decode()
 
 
 def usage_row(row: NamedRow, dialect: Dialect) -> UsageRow:
@@ -134,6 +147,7 @@ class KeyQueries:
     create: Query
     update: Query
     revoke: Query
+    set_rules: Query
 
 
 def key_queries(dialect: Dialect) -> KeyQueries:
@@ -143,13 +157,21 @@ def key_queries(dialect: Dialect) -> KeyQueries:
         get=render("SELECT {key_columns} FROM api_keys WHERE {id} = :key_id", dialect),
         list=render("SELECT {key_columns} FROM api_keys ORDER BY created_at", dialect),
         create=render(
-            "INSERT INTO api_keys (id, name, description, key_hash, key_prefix, created_at, updated_at) "
-            "VALUES (:key_id, :name, :description, :key_hash, :key_prefix, :now, :now)" + returning, dialect),
+            "INSERT INTO api_keys (id, name, description, key_hash, key_prefix, created_at, updated_at, "
+            "owner_user_id, expires_at, allowed_providers, allowed_models) "
+            "VALUES (:key_id, :name, :description, :key_hash, :key_prefix, :now, :now, :owner_user_id, "
+            ":expires_at, :allowed_providers, :allowed_models)" + returning, dialect),
         update=render(
             "UPDATE api_keys SET name = coalesce(:name, name), description = coalesce(:description, description), "
             "updated_at = :now WHERE {id} = :key_id" + returning, dialect),
         revoke=render(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, :now), updated_at = :now "
+            "WHERE {id} = :key_id" + returning, dialect),
+        # Every rule at once (the caller merges what it keeps): NULL is a value here ("any"),
+        # so coalesce() as in `update` could not clear one.
+        set_rules=render(
+            "UPDATE api_keys SET owner_user_id = :owner_user_id, expires_at = :expires_at, "
+            "allowed_providers = :allowed_providers, allowed_models = :allowed_models, updated_at = :now "
             "WHERE {id} = :key_id" + returning, dialect),
     )
 

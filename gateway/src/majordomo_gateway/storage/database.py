@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from majordomo_gateway.storage.admin import AuditTable, SessionTable, UserTable
 from majordomo_gateway.storage.columns import cost_value
 from majordomo_gateway.storage.errors import DatabaseUnavailable
 from majordomo_gateway.storage.migration import MIGRATIONS_DIR, Migration, load_migrations
@@ -30,8 +31,8 @@ from majordomo_gateway.storage.records import (
 )
 
 __all__ = [
-    "MIGRATIONS_DIR", "Connection", "CostStore", "CostUpdate", "Database", "DatabaseUnavailable", "InsertResult",
-    "KeyStore", "LoggingDatabase", "Migration", "RequestLog", "UnpricedModel", "UsageRow", "cost_value",
+    "MIGRATIONS_DIR", "AdminStore", "Connection", "CostStore", "CostUpdate", "Database", "DatabaseUnavailable",
+    "InsertResult", "KeyStore", "LoggingDatabase", "Migration", "RequestLog", "UnpricedModel", "UsageRow", "cost_value",
     "load_migrations", "open_database", "sqlite_path",
 ]
 
@@ -66,7 +67,9 @@ class KeyStore(Protocol):
     async def find_key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
 
     async def create_key(self, key_id: str, name: str, description: str | None, key_hash: str,
-                         key_prefix: str, now: datetime) -> KeyRecord: ...
+                         key_prefix: str, now: datetime, *, owner_user_id: str | None = None,
+                         expires_at: datetime | None = None, allowed_providers: tuple[str, ...] | None = None,
+                         allowed_models: tuple[str, ...] | None = None) -> KeyRecord: ...
 
     async def list_keys(self) -> list[KeyRecord]: ...
 
@@ -76,6 +79,12 @@ class KeyStore(Protocol):
                          now: datetime) -> KeyRecord | None: ...
 
     async def revoke_key(self, key_id: str, now: datetime) -> KeyRecord | None: ...
+
+    async def set_key_rules(self, key_id: str, *, owner_user_id: str | None, expires_at: datetime | None,
+                            allowed_providers: tuple[str, ...] | None, allowed_models: tuple[str, ...] | None,
+                            now: datetime) -> KeyRecord | None:
+        """Set the owner, expiry and allowed providers/models together (None: no owner, never, any)."""
+        ...
 
 
 class CostStore(Protocol):
@@ -111,7 +120,15 @@ class ProxyKeyStore(Protocol):
     proxy_keys: ProxyKeyTable
 
 
-class Database(LoggingDatabase, KeyStore, CostStore, ReportStore, ProxyKeyStore, Protocol):
+class AdminStore(Protocol):
+    """Users, their sessions and the audit log (storage/admin.py)."""
+
+    users: UserTable
+    sessions: SessionTable
+    audit: AuditTable
+
+
+class Database(LoggingDatabase, KeyStore, CostStore, ReportStore, ProxyKeyStore, AdminStore, Protocol):
     """Every role: what a backend implements."""
 
 

@@ -9,10 +9,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from majordomo_gateway.storage.admin import admin_tables
 from majordomo_gateway.storage.columns import (
     Dialect,
     NamedRow,
     Query,
+    encode_list,
     key_queries,
     key_record,
     unpriced_model,
@@ -20,7 +22,7 @@ from majordomo_gateway.storage.columns import (
     usage_row,
     usage_rows_query,
 )
-from majordomo_gateway.storage.errors import DatabaseUnavailable
+from majordomo_gateway.storage.errors import ConstraintViolation, DatabaseUnavailable
 from majordomo_gateway.storage.migration import load_migrations
 from majordomo_gateway.storage.proxy_keys import ProxyKeyTable
 from majordomo_gateway.storage.records import (
@@ -109,6 +111,7 @@ class PostgresDatabase:
         self._min_size = min_size
         self._max_size = max_size
         self.proxy_keys = ProxyKeyTable(self, DIALECT, lambda moment: moment)
+        self.users, self.sessions, self.audit = admin_tables(self, DIALECT, lambda moment: moment)
 
     async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
         return list(await self._fetch(query.sql, *args))
@@ -140,6 +143,8 @@ class PostgresDatabase:
             return rows
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise ConstraintViolation(str(exc)) from exc
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
@@ -183,11 +188,22 @@ class PostgresDatabase:
         return await self._key(_KEYS.find_by_hash, key_hash=key_hash)
 
     async def create_key(self, key_id: str, name: str, description: str | None, key_hash: str,
-                         key_prefix: str, now: datetime) -> KeyRecord:
+                         key_prefix: str, now: datetime, *, owner_user_id: str | None = None,
+                         expires_at: datetime | None = None, allowed_providers: tuple[str, ...] | None = None,
+                         allowed_models: tuple[str, ...] | None = None) -> KeyRecord:
         created = await self._key(_KEYS.create, key_id=key_id, name=name, description=description,
-                                  key_hash=key_hash, key_prefix=key_prefix, now=now)
+                                  key_hash=key_hash, key_prefix=key_prefix, now=now, owner_user_id=owner_user_id,
+                                  expires_at=expires_at, allowed_providers=encode_list(allowed_providers),
+                                  allowed_models=encode_list(allowed_models))
         assert created is not None  # INSERT ... RETURNING returns the row or raises
         return created
+
+    async def set_key_rules(self, key_id: str, *, owner_user_id: str | None, expires_at: datetime | None,
+                            allowed_providers: tuple[str, ...] | None, allowed_models: tuple[str, ...] | None,
+                            now: datetime) -> KeyRecord | None:
+        return await self._key(_KEYS.set_rules, key_id=key_id, owner_user_id=owner_user_id, expires_at=expires_at,
+                               allowed_providers=encode_list(allowed_providers),
+                               allowed_models=encode_list(allowed_models), now=now)
 
     async def list_keys(self) -> list[KeyRecord]:
         return [key_record(r, DIALECT) for r in await self._fetch(_KEYS.list.sql)]

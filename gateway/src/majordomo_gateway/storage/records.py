@@ -7,7 +7,9 @@ and auth from importing each other.
 
 from __future__ import annotations
 
+import fnmatch
 import operator
+import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -162,10 +164,32 @@ class KeyRecord:
     revoked_at: datetime | None
     last_used_at: datetime | None
     request_count: int
+    #: the user who manages it (a member manages only its own keys); None: admins only
+    owner_user_id: str | None = None
+    #: requests after this get 401 (``keys create --expires 30d``)
+    expires_at: datetime | None = None
+    #: provider names and model globs (fnmatch) its requests may use; None allows any
+    allowed_providers: tuple[str, ...] | None = None
+    allowed_models: tuple[str, ...] | None = None
+    #: allowed_models as one compiled pattern, made once when the record is read (so once per key
+    #: cache fill, not per request); not a column
+    model_pattern: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.allowed_models is not None:
+            pattern = "|".join(f"(?:{fnmatch.translate(glob)})" for glob in self.allowed_models) or "(?!)"
+            object.__setattr__(self, "model_pattern", re.compile(pattern))
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def has_rules(self) -> bool:
+        return self.allowed_providers is not None or self.allowed_models is not None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -179,6 +203,10 @@ class KeyRecord:
             "revoked_at": _iso(self.revoked_at),
             "last_used_at": _iso(self.last_used_at),
             "request_count": self.request_count,
+            "owner_user_id": self.owner_user_id,
+            "expires_at": _iso(self.expires_at),
+            "allowed_providers": None if self.allowed_providers is None else list(self.allowed_providers),
+            "allowed_models": None if self.allowed_models is None else list(self.allowed_models),
         }
 
 
@@ -254,3 +282,60 @@ class ProviderSecretRecord:
     provider_key_hash: str
     created_at: datetime
     updated_at: datetime
+
+
+ROLES: tuple[str, ...] = ("admin", "member", "viewer")
+
+
+@dataclass(slots=True, frozen=True)
+class UserRecord:
+    """A person who manages the gateway.  ``password_hash`` is argon2id (admin/passwords.py) and
+    never leaves the server: ``to_dict`` leaves it out."""
+
+    id: str
+    email: str
+    role: str
+    password_hash: str
+    disabled_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "email": self.email, "role": self.role, "active": self.active,
+                "disabled_at": _iso(self.disabled_at), "created_at": _iso(self.created_at),
+                "updated_at": _iso(self.updated_at)}
+
+
+@dataclass(slots=True, frozen=True)
+class SessionRecord:
+    """A login.  Only the SHA-256 of its token is stored."""
+
+    token_hash: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    remote_address: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class AuditRecord:
+    """One admin action.  ``actor`` is the user's email, or ``cli:<os user>`` for the command line."""
+
+    id: str
+    at: datetime
+    actor: str
+    actor_user_id: str | None
+    action: str
+    target: str | None
+    detail: dict[str, Any]
+    remote_address: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "at": _iso(self.at), "actor": self.actor, "actor_user_id": self.actor_user_id,
+                "action": self.action, "target": self.target, "detail": self.detail,
+                "remote_address": self.remote_address}

@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 
 import orjson
 
+from majordomo_gateway.storage.admin import admin_tables
 from majordomo_gateway.storage.columns import (
     Dialect,
     NamedRow,
     Query,
+    encode_list,
     key_queries,
     key_record,
     unpriced_model,
@@ -29,7 +31,7 @@ from majordomo_gateway.storage.columns import (
     usage_row,
     usage_rows_query,
 )
-from majordomo_gateway.storage.errors import DatabaseUnavailable
+from majordomo_gateway.storage.errors import ConstraintViolation, DatabaseUnavailable
 from majordomo_gateway.storage.migration import load_migrations, split_statements
 from majordomo_gateway.storage.proxy_keys import ProxyKeyTable
 from majordomo_gateway.storage.records import (
@@ -111,6 +113,7 @@ class SQLiteDatabase:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self.proxy_keys = ProxyKeyTable(self, DIALECT, _ts)
+        self.users, self.sessions, self.audit = admin_tables(self, DIALECT, _ts)
 
     async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
         return await self._run(lambda conn: list(_rows(conn, query, args)))
@@ -123,6 +126,8 @@ class SQLiteDatabase:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
         except sqlite3.OperationalError as exc:
             raise DatabaseUnavailable(f"SQLite {self.path}: {exc}") from exc
+        except sqlite3.IntegrityError as exc:
+            raise ConstraintViolation(str(exc)) from exc
 
     async def connect(self) -> None:
         if self._conn is not None:
@@ -233,9 +238,13 @@ class SQLiteDatabase:
         return await self._run(lambda conn: _key(conn, _KEYS.find_by_hash, _KEYS.find_by_hash.args(key_hash=key_hash)))
 
     async def create_key(self, key_id: str, name: str, description: str | None, key_hash: str,
-                         key_prefix: str, now: datetime) -> KeyRecord:
+                         key_prefix: str, now: datetime, *, owner_user_id: str | None = None,
+                         expires_at: datetime | None = None, allowed_providers: tuple[str, ...] | None = None,
+                         allowed_models: tuple[str, ...] | None = None) -> KeyRecord:
         args = _KEYS.create.args(key_id=key_id, name=name, description=description, key_hash=key_hash,
-                                 key_prefix=key_prefix, now=_ts(now))
+                                 key_prefix=key_prefix, now=_ts(now), owner_user_id=owner_user_id,
+                                 expires_at=_ts(expires_at), allowed_providers=encode_list(allowed_providers),
+                                 allowed_models=encode_list(allowed_models))
 
         def create(conn: sqlite3.Connection) -> KeyRecord:
             conn.execute(_KEYS.create.sql, args)
@@ -256,6 +265,14 @@ class SQLiteDatabase:
 
     async def revoke_key(self, key_id: str, now: datetime) -> KeyRecord | None:
         return await self._write_key(_KEYS.revoke.sql, _KEYS.revoke.args(key_id=key_id, now=_ts(now)), key_id)
+
+    async def set_key_rules(self, key_id: str, *, owner_user_id: str | None, expires_at: datetime | None,
+                            allowed_providers: tuple[str, ...] | None, allowed_models: tuple[str, ...] | None,
+                            now: datetime) -> KeyRecord | None:
+        return await self._write_key(_KEYS.set_rules.sql, _KEYS.set_rules.args(
+            key_id=key_id, owner_user_id=owner_user_id, expires_at=_ts(expires_at),
+            allowed_providers=encode_list(allowed_providers), allowed_models=encode_list(allowed_models),
+            now=_ts(now)), key_id)
 
     async def _write_key(self, sql: str, args: Sequence[Any], key_id: str) -> KeyRecord | None:
         def write(conn: sqlite3.Connection) -> KeyRecord | None:
