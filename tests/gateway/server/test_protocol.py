@@ -29,11 +29,13 @@ class _App:
     def __init__(self) -> None:
         self.calls = 0
         self.release = asyncio.Event()
+        self.arrivals: asyncio.Queue[str] = asyncio.Queue()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         self.calls += 1
+        self.arrivals.put_nowait(scope["path"])
         size = 0
         while True:
             message = await receive()
@@ -117,7 +119,7 @@ async def test_a_head_over_the_limit_gets_431_and_never_reaches_the_app(server: 
 
 
 async def test_a_head_of_exactly_the_limit_is_served(server: tuple[_App, int]) -> None:
-    app, port = server
+    _, port = server
     answer = await _exchange(port, _head(4096))
     assert _status(answer) == 200 and answer.endswith(b"ok 0")
 
@@ -233,8 +235,8 @@ async def test_at_the_cap_with_every_connection_busy_a_newcomer_gets_503(server:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
         busy.append((reader, writer))
-    while app.calls < cap:
-        await asyncio.sleep(0.01)
+    for _ in range(cap):
+        await asyncio.wait_for(app.arrivals.get(), 5)
     answer = await _exchange(port, b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
     assert _status(answer) == 503 and b"retry-after: 1" in answer.lower()
     assert _body(answer)["error"]["code"] == "too_many_connections"

@@ -88,7 +88,7 @@ async def test_an_idle_connection_flood_under_a_tight_descriptor_limit_fails_no_
     gw = tight_gateway
     assert "server.max_connections lowered from 4096 to 80" in gw.log_text()
     flood: list[asyncio.StreamWriter] = []
-    stop = asyncio.Event()
+    stop, flooded = asyncio.Event(), asyncio.Event()
 
     async def keep_flooding() -> None:
         while not stop.is_set():
@@ -98,12 +98,13 @@ async def test_an_idle_connection_flood_under_a_tight_descriptor_limit_fails_no_
                 await asyncio.sleep(0.01)
                 continue
             flood.append(writer)
+            if len(flood) >= 600:  # far more idle connections than the gateway has descriptors
+                flooded.set()
             if len(flood) % 50 == 0:
                 await asyncio.sleep(0.005)
 
     flooding = asyncio.get_running_loop().create_task(keep_flooding())
-    while len(flood) < 600:  # far more idle connections than the gateway has descriptors
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(flooded.wait(), 30)
     statuses = []
     try:
         async with aiohttp.ClientSession() as session:
