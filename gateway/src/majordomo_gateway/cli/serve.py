@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 from majordomo_gateway.app import Gateway
 from majordomo_gateway.config import Settings, env_name, load_settings
+from majordomo_gateway.logs import json_lines
+from majordomo_gateway.metrics.endpoint import MetricsServer
+from majordomo_gateway.metrics.shared import SnapshotDirectory
 from majordomo_gateway.proxy.server_glue import install_log_filter
 from majordomo_gateway.server import protocol
 from majordomo_gateway.server.limits import ConnectionLimits, fd_budget, raise_fd_limit
@@ -34,13 +41,10 @@ def create_app() -> Gateway:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log.level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    json_lines.configure(settings.log.level, settings.log.format)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     # Validate everything now, in the parent, so a bad value fails before any worker starts.
     settings = load_settings(args.config, host=args.host, port=args.port,
                              database_url=args.database_url, workers=args.workers)
@@ -51,6 +55,41 @@ def run(args: argparse.Namespace) -> int:
     os.environ[env_name("server.port")] = str(settings.server.port)
     os.environ[env_name("database.url")] = settings.database.url
     configure_logging(settings)
+    with _metrics_directory(settings):
+        _serve(settings)
+    return 0
+
+
+@contextlib.contextmanager
+def _metrics_directory(settings: Settings) -> Iterator[MetricsServer | None]:
+    """Workers publish their numbers to one directory (metrics.dir, or a fresh temporary one),
+    emptied first so that counting starts at zero; metrics.port serves them from this process."""
+    config = settings.metrics
+    if not config.enabled:
+        yield None
+        return
+    temporary = None
+    if config.dir is None:
+        temporary = tempfile.mkdtemp(prefix="majordomo-metrics-")
+        os.environ[env_name("metrics.dir")] = temporary
+    directory = SnapshotDirectory(config.dir or temporary or "")
+    directory.clear()
+    server = None
+    if config.port is not None:
+        server = MetricsServer(settings.server.host, config.port, directory, config.token)
+        server.start()
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
     # Workers inherit the limit: raised once here, the connection cap is sized against it.
     descriptors = raise_fd_limit(settings.server.max_connections)
     _, backlog = fd_budget(settings.server.max_connections, descriptors)
@@ -58,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
         "Majordomo Gateway on http://%s:%d, database %s", settings.server.host, settings.server.port,
         _redact(settings.database.url),
     )
+    # JSON lines for uvicorn's loggers too; else uvicorn's own readable default.
+    log_config = json_lines.uvicorn_log_config(settings.log.format) or uvicorn.config.LOGGING_CONFIG
     uvicorn.run(
         "majordomo_gateway.cli.serve:create_app",
+        log_config=log_config,
         factory=True,
         host=settings.server.host,
         port=settings.server.port,
@@ -75,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
         log_level=settings.log.level,
         timeout_graceful_shutdown=30,
     )
-    return 0
 
 
 def _redact(url: str) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import orjson
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult, swap_headers
 from majordomo_gateway.providers.sse import (
     Counts,
     SSEFramer,
@@ -245,6 +245,11 @@ class AnthropicProvider:
             return None
         scheme, _, token = auth.strip().partition(" ")
         return token.strip() or None if scheme.lower() == "bearer" else None
+
+    def with_credential(self, headers: Sequence[tuple[str, str]], query: bytes,
+                        secret: str) -> tuple[list[tuple[str, str]], bytes]:
+        # The SDK sends x-api-key; OpenAI-style clients of the anthropic-openai route a bearer token.
+        return swap_headers(headers, {"x-api-key": secret, "authorization": f"Bearer {secret}"}), query
 
     def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
         error: dict[str, object] = {"type": _ERROR_TYPES.get(status, "api_error"), "message": message,

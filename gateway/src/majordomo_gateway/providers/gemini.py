@@ -8,13 +8,13 @@ base URL is ``GEMINI_OPENAI_BASE_URL`` below (the built-in provider ``gemini_ope
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import orjson
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult, swap_headers
 from majordomo_gateway.providers.sse import Counts, SSEFramer, error_text, json_object, parse_event
 from majordomo_gateway.usage import InvalidUsage, Usage
 
@@ -302,6 +302,14 @@ class GeminiProvider:
 
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return headers.get("x-goog-api-key") or query.get("key") or None
+
+    def with_credential(self, headers: Sequence[tuple[str, str]], query: bytes,
+                        secret: str) -> tuple[list[tuple[str, str]], bytes]:
+        # google-genai sends x-goog-api-key; REST examples and older clients put ?key= in the URL.
+        if query:
+            value = b"key=" + quote(secret, safe="").encode("ascii")
+            query = b"&".join(value if part.startswith(b"key=") else part for part in query.split(b"&"))
+        return swap_headers(headers, {"x-goog-api-key": secret}), query
 
     def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
         # Google's error model: a numeric code, a status name, and the reason in an ErrorInfo detail

@@ -7,12 +7,12 @@ surfaces are recognised by the end of the path and usage by the shape of the ``u
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import orjson
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult, swap_headers
 from majordomo_gateway.providers.sse import (
     Counts,
     SSEFramer,
@@ -284,6 +284,10 @@ class OpenAIProvider:
 
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return _bearer(headers.get("authorization"))
+
+    def with_credential(self, headers: Sequence[tuple[str, str]], query: bytes,
+                        secret: str) -> tuple[list[tuple[str, str]], bytes]:
+        return swap_headers(headers, {"authorization": f"Bearer {secret}"}), query
 
     def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
         return _error_body(status, code, message, extra)
