@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import MutableMapping
-from typing import Any
+import os
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -33,6 +34,10 @@ from majordomo_gateway.proxy.upstream_api import Upstream
 from majordomo_gateway.storage.database import Database, DatabaseUnavailable, open_database
 from majordomo_gateway.storage.spool import Spool
 from majordomo_gateway.storage.writer import RowWriter
+from majordomo_gateway.tracing.settings import otel_settings
+
+if TYPE_CHECKING:
+    from majordomo_gateway.tracing.otel import Tracing
 
 log = logging.getLogger("majordomo.app")
 
@@ -42,7 +47,8 @@ READY_TIMEOUT = 2.0
 class Gateway:
     """``Gateway(settings)`` is the ASGI callable; its lifespan connects and drains everything.
     ``upstream`` replaces the HTTP client requests go out through (tests pass an in-memory one,
-    ``majordomo demo`` a simulated provider); ``clock`` the time rows are stamped with."""
+    ``majordomo demo`` a simulated provider); ``clock`` the time rows are stamped with.
+    OpenTelemetry follows the process's OTEL_* variables (tracing/)."""
 
     def __init__(self, settings: Settings, database: Database | None = None,
                  upstream: Upstream | None = None, clock: Clock = utc_now) -> None:
@@ -63,9 +69,10 @@ class Gateway:
                                 if settings.pricing.refresh_url else None)
         self._change_feed: asyncio.Task[None] | None = None
         self.metrics = _metrics_view(settings, self.writer)
+        self.tracing = _tracing(os.environ)
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault,
-                                  metrics=self.metrics.own if self.metrics else None)
+                                  metrics=self.metrics.own if self.metrics else None, tracing=self.tracing)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
@@ -121,6 +128,8 @@ class Gateway:
         await self.writer.close()
         if self.metrics is not None:
             await self.metrics.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         await self.database.close()
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -181,6 +190,17 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _tracing(environ: Mapping[str, str]) -> Tracing | None:
+    """OpenTelemetry when the OTEL_EXPORTER_OTLP_* variables ask for it; else None, and nothing of
+    OpenTelemetry is imported."""
+    settings = otel_settings(environ)
+    if not settings.enabled:
+        return None
+    from majordomo_gateway.tracing.otel import Tracing
+
+    return Tracing(settings)
 
 
 def _metrics_view(settings: Settings, writer: RowWriter) -> MetricsView | None:

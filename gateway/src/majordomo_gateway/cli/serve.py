@@ -11,13 +11,14 @@ import tempfile
 from collections.abc import Iterator
 
 from majordomo_gateway.app import Gateway
-from majordomo_gateway.config import Settings, env_name, load_settings
+from majordomo_gateway.config import ConfigError, Settings, env_name, load_settings
 from majordomo_gateway.logs import json_lines
 from majordomo_gateway.metrics.endpoint import MetricsServer
 from majordomo_gateway.metrics.shared import SnapshotDirectory
 from majordomo_gateway.proxy.server_glue import install_log_filter
 from majordomo_gateway.server import protocol
 from majordomo_gateway.server.limits import ConnectionLimits, fd_budget, raise_fd_limit
+from majordomo_gateway.tracing.settings import OtelConfigError, otel_settings
 
 CONFIG_ENV = "MAJORDOMO_CONFIG"
 # uvicorn's httptools protocol with the gateway's connection bounds (server/protocol.py).
@@ -48,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     # Validate everything now, in the parent, so a bad value fails before any worker starts.
     settings = load_settings(args.config, host=args.host, port=args.port,
                              database_url=args.database_url, workers=args.workers)
+    try:
+        otel_settings(os.environ)
+    except OtelConfigError as exc:
+        raise ConfigError(str(exc)) from None
     # Workers rebuild the settings from the environment: hand the CLI flags down that way.
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)

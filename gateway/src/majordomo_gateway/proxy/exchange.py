@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.proxy.adapter import AdaptedRequest
 from majordomo_gateway.proxy.headers import ClientHeaders
 from majordomo_gateway.proxy.routing import Route
@@ -55,6 +55,8 @@ class Exchange:
     truncated: bool = False
     #: why the upstream's body stopped before its end, when it did
     upstream_broken: str | None = None
+    #: what the response said (usage, model, id, finish reasons), once metered
+    result: UsageResult | None = None
     # -- for metrics and traces ---------------------------------------------------------------
     #: perf_counter() when the request went upstream and when its last byte came back (0: not yet)
     upstream_started: float = 0.0
