@@ -20,6 +20,8 @@ from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.auth.vault import ProxyKeyVault
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
+from majordomo_gateway.dashboard.app import build_console, handles
+from majordomo_gateway.dashboard.auth import session_authenticator
 from majordomo_gateway.metrics.endpoint import MetricsView
 from majordomo_gateway.metrics.labels import MetadataLabels
 from majordomo_gateway.metrics.process import ProcessMetrics
@@ -73,6 +75,8 @@ class Gateway:
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault,
                                   metrics=self.metrics.own if self.metrics else None, tracing=self.tracing)
+        # The dashboard and its API (/dashboard, /api/v1/...): never on the proxy's path.
+        self.console = build_console(self.database, session_authenticator(self.database), clock)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
@@ -142,6 +146,8 @@ class Gateway:
                 await self._ready(send)
             elif path == "/metrics":
                 await self._metrics(scope, send)
+            elif handles(path):
+                await self.console(scope, receive, send)
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":

@@ -30,8 +30,8 @@ def neutral_error_body(status: int, code: str, message: str, extra: Mapping[str,
 
 
 _NEUTRAL_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                  413: "request_too_large", 502: "upstream_error", 503: "service_unavailable",
-                  504: "upstream_timeout"}
+                  408: "timeout_error", 413: "request_too_large", 431: "request_too_large",
+                  502: "upstream_error", 503: "service_unavailable", 504: "upstream_timeout"}
 
 
 async def send_json(send: Send, status: int, body: bytes,
