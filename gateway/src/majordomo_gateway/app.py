@@ -10,15 +10,19 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import MutableMapping
-from typing import Any
+import os
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.auth.vault import ProxyKeyVault
+from majordomo_gateway.budgets.guard import BudgetGuard
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
+from majordomo_gateway.dashboard.app import build_console, handles
+from majordomo_gateway.dashboard.auth import session_authenticator
 from majordomo_gateway.metrics.endpoint import MetricsView
 from majordomo_gateway.metrics.labels import MetadataLabels
 from majordomo_gateway.metrics.process import ProcessMetrics
@@ -33,6 +37,10 @@ from majordomo_gateway.proxy.upstream_api import Upstream
 from majordomo_gateway.storage.database import Database, DatabaseUnavailable, open_database
 from majordomo_gateway.storage.spool import Spool
 from majordomo_gateway.storage.writer import RowWriter
+from majordomo_gateway.tracing.settings import otel_settings
+
+if TYPE_CHECKING:
+    from majordomo_gateway.tracing.otel import Tracing
 
 log = logging.getLogger("majordomo.app")
 
@@ -42,7 +50,8 @@ READY_TIMEOUT = 2.0
 class Gateway:
     """``Gateway(settings)`` is the ASGI callable; its lifespan connects and drains everything.
     ``upstream`` replaces the HTTP client requests go out through (tests pass an in-memory one,
-    ``majordomo demo`` a simulated provider); ``clock`` the time rows are stamped with."""
+    ``majordomo demo`` a simulated provider); ``clock`` the time rows are stamped with.
+    OpenTelemetry follows the process's OTEL_* variables (tracing/)."""
 
     def __init__(self, settings: Settings, database: Database | None = None,
                  upstream: Upstream | None = None, clock: Clock = utc_now) -> None:
@@ -63,9 +72,17 @@ class Gateway:
                                 if settings.pricing.refresh_url else None)
         self._change_feed: asyncio.Task[None] | None = None
         self.metrics = _metrics_view(settings, self.writer)
+        self.tracing = _tracing(os.environ)
+        # Budgets and rate limits: an in-memory view of the ledger, refreshed in the background;
+        # the writer tells it which rows (and so which spend) the database has committed.
+        self.budgets = BudgetGuard(self.database.budgets, self.prices, settings.budgets, clock)
+        self.writer.inserter.on_committed = self.budgets.committed
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault,
-                                  metrics=self.metrics.own if self.metrics else None)
+                                  metrics=self.metrics.own if self.metrics else None, tracing=self.tracing,
+                                  budgets=self.budgets)
+        # The dashboard and its API (/dashboard, /api/v1/...): never on the proxy's path.
+        self.console = build_console(self.database, session_authenticator(self.database), clock)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
@@ -89,6 +106,13 @@ class Gateway:
         if self.vault.keyring is None:
             log.info("proxy keys (mdm_pk_...) cannot be used: %s", self.vault.keyring_error)
         await self.proxy.start()
+        if self._database_ready:
+            try:
+                # Enforced from the first request, not the first refresh.
+                await self.budgets.refresh()
+            except DatabaseUnavailable as exc:
+                log.error("budgets: cannot read them at start (%s); retrying in the background", exc)
+        self.budgets.start()
         self.writer.start()
         if self.metrics is not None:
             self.metrics.start()
@@ -118,9 +142,12 @@ class Gateway:
         if self.price_refresher is not None:
             self.price_refresher.stop()
         await self.proxy.close()
+        await self.budgets.close()
         await self.writer.close()
         if self.metrics is not None:
             await self.metrics.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         await self.database.close()
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -133,6 +160,8 @@ class Gateway:
                 await self._ready(send)
             elif path == "/metrics":
                 await self._metrics(scope, send)
+            elif handles(path):
+                await self.console(scope, receive, send)
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
@@ -181,6 +210,17 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _tracing(environ: Mapping[str, str]) -> Tracing | None:
+    """OpenTelemetry when the OTEL_EXPORTER_OTLP_* variables ask for it; else None, and nothing of
+    OpenTelemetry is imported."""
+    settings = otel_settings(environ)
+    if not settings.enabled:
+        return None
+    from majordomo_gateway.tracing.otel import Tracing
+
+    return Tracing(settings)
 
 
 def _metrics_view(settings: Settings, writer: RowWriter) -> MetricsView | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.proxy.adapter import AdaptedRequest
 from majordomo_gateway.proxy.headers import ClientHeaders
 from majordomo_gateway.proxy.routing import Route
@@ -55,6 +55,8 @@ class Exchange:
     truncated: bool = False
     #: why the upstream's body stopped before its end, when it did
     upstream_broken: str | None = None
+    #: what the response said (usage, model, id, finish reasons), once metered
+    result: UsageResult | None = None
     # -- for metrics and traces ---------------------------------------------------------------
     #: perf_counter() when the request went upstream and when its last byte came back (0: not yet)
     upstream_started: float = 0.0
@@ -63,6 +65,8 @@ class Exchange:
     upstream_error: str | None = None
     #: the request's trace span while tracing is on (tracing/spans.py)
     span: Any = None
+    #: what the request holds against budgets and rate limits until settled (budgets/guard.py)
+    budget_hold: Any = None
 
     def upstream_seconds(self, now: float) -> float:
         """How long the upstream had the request: from sending it to its last byte."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
 
 import uuid_utils
@@ -67,6 +68,10 @@ from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
 from majordomo_gateway.storage.writer import RowWriter
 
+if TYPE_CHECKING:  # budgets/guard.py imports the pipeline's parts: at run time the handler is given one
+    from majordomo_gateway.budgets.guard import BudgetGuard
+    from majordomo_gateway.tracing.otel import Tracing
+
 __all__ = ["MAX_MODEL_CHARS", "MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler",
            "accept", "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route",
            "try_route"]
@@ -89,10 +94,16 @@ class ProxyHandler:
 
     def __init__(self, settings: Settings, router: Router, keys: KeyCache, writer: RowWriter,
                  prices: PriceBook, upstream: Upstream | None = None, clock: Clock = utc_now,
-                 vault: ProxyKeyVault | None = None, metrics: ProcessMetrics | None = None) -> None:
+                 vault: ProxyKeyVault | None = None, metrics: ProcessMetrics | None = None,
+                 tracing: Tracing | None = None, budgets: BudgetGuard | None = None) -> None:
         self.settings = settings
+        #: budgets and rate limits (budgets/guard.py); while none is defined, ``active`` is False
+        #: and a request pays that one test
+        self.budgets = budgets
         #: this worker's Prometheus numbers (None: metrics.enabled is false, and requests pay nothing)
         self.metrics = metrics
+        #: OpenTelemetry spans and metrics (None: off, and requests pay nothing)
+        self.tracing = tracing
         #: log.format json: one access-log line per request
         self.access_log = settings.log.format == "json"
         self.clock = clock
@@ -146,10 +157,15 @@ class ProxyHandler:
             meter(ex)
             finish_timings(record, ex.started)
             price(record, self.prices)
+            if ex.budget_hold is not None and self.budgets is not None:
+                self.budgets.settle(ex)
+            tracing = self.tracing
+            if tracing is not None:
+                tracing.finish(ex, record)
             if self.metrics is not None:
                 self.metrics.observe(record, ex.upstream_seconds(time.perf_counter()), ex.upstream_error)
             if self.access_log:
-                log_access(record)
+                log_access(record, tracing.trace_ids(ex) if tracing is not None else None)
             self.writer.submit(record)
 
     async def _refuse(self, ex: Exchange, refusal: GatewayError) -> None:
@@ -191,6 +207,13 @@ class ProxyHandler:
             raise unroutable
         await read_body(ex)
         prepare(ex)
+        budgets = self.budgets
+        if budgets is not None and budgets.active:
+            # Before anything is forwarded, on every route (translations, streams, custom
+            # providers): nothing reaches a provider but through here.
+            budgets.admit(ex)
+        if self.tracing is not None:
+            self.tracing.start(ex)
         assert self.upstream is not None, "ProxyHandler.start() was not awaited"
         response = await forward(ex, self.upstream)
         async with response:

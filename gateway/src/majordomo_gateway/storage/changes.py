@@ -76,9 +76,10 @@ class SQLiteChangeFeed:
                 failing, seen = False, version
                 await asyncio.sleep(self.poll_interval)
         finally:
+            # A cancelled run_in_executor leaves its call running in the thread: closing the
+            # connection here, from the loop's thread, while that thread reads through it crashes
+            # the process (SIGSEGV inside sqlite3).  The close queues behind the read instead.
             if conn is not None:
-                # On the feed's own thread, after a read that may still be running there (we are
-                # cancelled mid-await): closing it from here while it reads crashes the process.
                 executor.submit(conn.close)
             executor.shutdown(wait=False)
 
