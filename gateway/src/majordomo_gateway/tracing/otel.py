@@ -75,10 +75,46 @@ def _metric_exporter(protocol: str) -> MetricExporter:
     return Http()
 
 
+#: the exporters' loggers: one line per failed batch, as ERROR
+_EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+                     "opentelemetry.exporter.otlp.proto.grpc.exporter")
+EXPORT_WARNING_INTERVAL = 60.0
+
+
+class QuietExportFailures(logging.Filter):
+    """A collector that is down is an operator's warning, not an error per batch: one line per
+    logger per ``EXPORT_WARNING_INTERVAL``, as WARNING."""
+
+    def __init__(self, interval: float = EXPORT_WARNING_INTERVAL) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last = -interval
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = f"{record.msg} (OpenTelemetry export; requests are not affected; the next such line " \
+                     f"in {self.interval:.0f} s at the earliest)"
+        return True
+
+
+def _quiet_exporters() -> None:
+    for name in _EXPORTER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietExportFailures) for f in logger.filters):
+            logger.addFilter(QuietExportFailures())
+
+
 class Tracing:
     def __init__(self, settings: OtelSettings) -> None:
         # The SDK and the exporters read the OTEL_* variables from the process environment.
         resource = _resource(os.environ)
+        _quiet_exporters()
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
         self.tracer: Any = None
