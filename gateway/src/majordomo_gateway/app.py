@@ -21,7 +21,7 @@ from majordomo_gateway.auth.vault import ProxyKeyVault
 from majordomo_gateway.budgets.guard import BudgetGuard
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
-from majordomo_gateway.dashboard.app import build_console, handles
+from majordomo_gateway.dashboard.app import PREFIXES, build_console, handles
 from majordomo_gateway.dashboard.auth import session_authenticator
 from majordomo_gateway.metrics.endpoint import MetricsView
 from majordomo_gateway.metrics.labels import MetadataLabels
@@ -160,7 +160,7 @@ class Gateway:
                 await self._ready(send)
             elif path == "/metrics":
                 await self._metrics(scope, send)
-            elif handles(path):
+            elif path.startswith(PREFIXES) and handles(path):  # ~70 ns for a proxied path
                 await self.console(scope, receive, send)
             else:
                 await self.proxy(scope, receive, send)
