@@ -1,6 +1,7 @@
 """One proxied request, start to finish, as named steps over one ``Exchange``:
 
-    admit → accept → authenticate → route → read_body → prepare → forward → relay → meter → price → record
+    admit → accept → authenticate → route → read_body → prepare → authorize → forward → relay → meter → price
+    → record
 
 - admit: a counter and a flag, nothing else.  While ``proxy.max_in_flight`` requests are being
   served by this worker (streams included, until their last byte), or while the writer says rows
@@ -9,11 +10,12 @@
   error shape), then gets a 503 with ``Retry-After`` and a row, without reading its body or
   reaching the upstream.  Only admission is bounded: a stream already flowing is never cut;
 - accept: the client's headers, split into what goes upstream and what is for Majordomo;
-- authenticate: the X-Majordomo-Key, through the key cache;
+- authenticate: the X-Majordomo-Key, through the key cache (and its expiry);
 - route: which provider, from the path or the X-Majordomo-Provider header;
 - read_body: the request body, bounded;
 - prepare: what goes upstream (a route adapter may rewrite it), what the request asked for
   (model, streaming), and the row;
+- authorize: the key's allowed providers and models, for keys that have rules;
 - forward: the request upstream, until the response head is in;
 - relay: the answer to the client (proxy/relay.py), the usage parser watching;
 - meter, price: usage and cost onto the row, after the client has its last byte (proxy/metering.py);
@@ -37,6 +39,7 @@ from urllib.parse import parse_qsl, urlencode
 import uuid_utils
 
 from majordomo_gateway.auth.cache import KeyCache, KeyStatus
+from majordomo_gateway.auth.key_rules import refusal
 from majordomo_gateway.auth.keys import hash_secret
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import ProxySettings, Settings
@@ -53,11 +56,11 @@ from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
 from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
 from majordomo_gateway.proxy.upstream_api import Upstream, UpstreamAnswer
 from majordomo_gateway.storage.database import DatabaseUnavailable
-from majordomo_gateway.storage.records import RequestRecord, truncate_message
+from majordomo_gateway.storage.records import KeyRecord, RequestRecord, truncate_message
 from majordomo_gateway.storage.writer import RowWriter
 
 __all__ = ["MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler", "accept",
-           "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route"]
+           "authenticate", "authorize", "finish_timings", "forward", "new_record", "prepare", "read_body", "route"]
 
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 # Retry-After, in seconds: an overload passes with the burst; a full disk or a dead database
@@ -160,6 +163,10 @@ class ProxyHandler:
         route(ex, self.router)
         await read_body(ex)
         prepare(ex)
+        key = ex.key
+        assert key is not None
+        if key.allowed_providers is not None or key.model_pattern is not None:
+            authorize(ex, key)  # only keys with rules pay for them (docs/performance.md)
         assert self.upstream is not None, "ProxyHandler.start() was not awaited"
         response = await forward(ex, self.upstream)
         async with response:
@@ -215,8 +222,24 @@ async def authenticate(ex: Exchange, keys: KeyCache) -> None:
     if check.status is KeyStatus.REVOKED:
         raise GatewayError(401, "revoked_majordomo_key",
                            "Revoked X-Majordomo-Key: this Majordomo API key has been revoked.")
-    assert check.key is not None
-    ex.key = check.key
+    key = check.key
+    assert key is not None
+    if key.expires_at is not None and key.expires_at <= ex.requested_at:
+        raise GatewayError(401, "expired_majordomo_key",
+                           f"Expired X-Majordomo-Key: this Majordomo API key expired at {key.expires_at.isoformat()}. "
+                           "Ask an admin for a new key, or for a later expiry (`majordomo keys update ID --expires "
+                           "30d`).")
+    ex.key = key
+
+
+def authorize(ex: Exchange, key: KeyRecord) -> None:
+    """The key's provider and model rules (auth/key_rules.py), once the model is known.  A refusal
+    is a 403 naming the rule, and the request's row records it."""
+    assert ex.route is not None
+    refused = refusal(key, ex.route.provider.name, ex.request_info.model)
+    if refused is not None:
+        code, message = refused
+        raise GatewayError(403, code, f"Forbidden: {message}.", record_message=f"refused: {message}")
 
 
 def route(ex: Exchange, router: Router) -> None:
