@@ -11,6 +11,10 @@ from majordomo_gateway.config import Settings, env_name, load_settings
 from majordomo_gateway.proxy.server_glue import install_log_filter
 
 CONFIG_ENV = "MAJORDOMO_CONFIG"
+# On SIGTERM uvicorn stops accepting and lets in-flight requests (streams included) finish for up
+# to this long; then the writer drains.  Container stop timeouts (compose stop_grace_period,
+# Kubernetes terminationGracePeriodSeconds) must be longer (docs/deploy.md; tests/deploy).
+DRAIN_SECONDS = 30
 
 
 def create_app() -> Gateway:
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         server_header=False,
         date_header=False,
         log_level=settings.log.level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
     )
     return 0
 
