@@ -160,3 +160,41 @@ async def test_sqlite_feed_survives_a_missing_table_and_rechecks_once_it_reads_a
         await database.close()
     finally:
         await _stop(task)
+
+
+_CANCEL_SCRIPT = """
+import asyncio, sqlite3, sys
+from majordomo_gateway.storage import changes
+
+path = sys.argv[1]
+db = sqlite3.connect(path)
+db.execute("CREATE TABLE key_changes (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
+db.execute("INSERT INTO key_changes VALUES (1, 0)")
+db.commit()
+
+async def main() -> None:
+    for i in range(300):
+        task = asyncio.create_task(changes.SQLiteChangeFeed(path, poll_interval=0).run(lambda: None))
+        await asyncio.sleep((i % 7) / 10000)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+asyncio.run(main())
+print("ok")
+"""
+
+
+def test_sqlite_feed_survives_cancellation_mid_read(tmp_path: Path) -> None:
+    """Stopping the gateway cancels the feed while its thread may be reading: the connection must be
+    closed in that thread, after the read, or the process dies of a segmentation fault (it did, in
+    the full suite).  In a subprocess, so a crash fails this test rather than the whole run."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CANCEL_SCRIPT, str(tmp_path / "feed.db")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"

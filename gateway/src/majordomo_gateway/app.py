@@ -1,6 +1,6 @@
 """The ASGI application: health endpoints, the proxy, and the start/stop of what they share.
 
-Raw ASGI rather than a framework: the gateway has three routes and a hot path where every
+Raw ASGI rather than a framework: the gateway has four routes and a hot path where every
 microsecond of per-request work is paid millions of times.
 """
 
@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import MutableMapping
-from typing import Any
+import os
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -19,6 +20,12 @@ from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.auth.vault import ProxyKeyVault
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
+from majordomo_gateway.dashboard.app import build_console, handles
+from majordomo_gateway.dashboard.auth import session_authenticator
+from majordomo_gateway.metrics.endpoint import MetricsView
+from majordomo_gateway.metrics.labels import MetadataLabels
+from majordomo_gateway.metrics.process import ProcessMetrics
+from majordomo_gateway.metrics.shared import SnapshotDirectory
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.pricing.refresh import PriceRefresher
 from majordomo_gateway.proxy.errors import send_json
@@ -29,6 +36,10 @@ from majordomo_gateway.proxy.upstream_api import Upstream
 from majordomo_gateway.storage.database import Database, DatabaseUnavailable, open_database
 from majordomo_gateway.storage.spool import Spool
 from majordomo_gateway.storage.writer import RowWriter
+from majordomo_gateway.tracing.settings import otel_settings
+
+if TYPE_CHECKING:
+    from majordomo_gateway.tracing.otel import Tracing
 
 log = logging.getLogger("majordomo.app")
 
@@ -38,7 +49,8 @@ READY_TIMEOUT = 2.0
 class Gateway:
     """``Gateway(settings)`` is the ASGI callable; its lifespan connects and drains everything.
     ``upstream`` replaces the HTTP client requests go out through (tests pass an in-memory one,
-    ``majordomo demo`` a simulated provider); ``clock`` the time rows are stamped with."""
+    ``majordomo demo`` a simulated provider); ``clock`` the time rows are stamped with.
+    OpenTelemetry follows the process's OTEL_* variables (tracing/)."""
 
     def __init__(self, settings: Settings, database: Database | None = None,
                  upstream: Upstream | None = None, clock: Clock = utc_now) -> None:
@@ -58,8 +70,13 @@ class Gateway:
         self.price_refresher = (PriceRefresher(settings.pricing.refresh_url, settings.pricing.refresh_interval)
                                 if settings.pricing.refresh_url else None)
         self._change_feed: asyncio.Task[None] | None = None
+        self.metrics = _metrics_view(settings, self.writer)
+        self.tracing = _tracing(os.environ)
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
-                                  self.prices, upstream, clock, self.vault)
+                                  self.prices, upstream, clock, self.vault,
+                                  metrics=self.metrics.own if self.metrics else None, tracing=self.tracing)
+        # The dashboard and its API (/dashboard, /api/v1/...): never on the proxy's path.
+        self.console = build_console(self.database, session_authenticator(self.database), clock)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
@@ -84,6 +101,8 @@ class Gateway:
             log.info("proxy keys (mdm_pk_...) cannot be used: %s", self.vault.keyring_error)
         await self.proxy.start()
         self.writer.start()
+        if self.metrics is not None:
+            self.metrics.start()
         # Keys revoked or edited by another process (the CLI, another worker's admin API) are seen
         # within a second, not the cache's TTL (storage/changes.py).
         self._change_feed = asyncio.create_task(self.database.change_feed().run(self.keys_changed),
@@ -111,6 +130,10 @@ class Gateway:
             self.price_refresher.stop()
         await self.proxy.close()
         await self.writer.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         await self.database.close()
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -121,10 +144,23 @@ class Gateway:
                 await _plain(send, 200, b"ok")
             elif path == "/readyz":
                 await self._ready(send)
+            elif path == "/metrics":
+                await self._metrics(scope, send)
+            elif handles(path):
+                await self.console(scope, receive, send)
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _metrics(self, scope: MutableMapping[str, Any], send: Send) -> None:
+        settings = self.settings.metrics
+        if self.metrics is None or settings.port is not None:
+            where = (f"on port {settings.port} (metrics.port)" if settings.port is not None and settings.enabled
+                     else "off (metrics.enabled is false)")
+            await _plain(send, 404, f"Prometheus metrics are {where}\n".encode())
+            return
+        await self.metrics(scope, send)
 
     async def _ready(self, send: Send) -> None:
         """200 ``ok``; 200 ``degraded`` when serving but a row could be lost (the spool is not
@@ -160,6 +196,30 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _tracing(environ: Mapping[str, str]) -> Tracing | None:
+    """OpenTelemetry when the OTEL_EXPORTER_OTLP_* variables ask for it; else None, and nothing of
+    OpenTelemetry is imported."""
+    settings = otel_settings(environ)
+    if not settings.enabled:
+        return None
+    from majordomo_gateway.tracing.otel import Tracing
+
+    return Tracing(settings)
+
+
+def _metrics_view(settings: Settings, writer: RowWriter) -> MetricsView | None:
+    """This worker's metrics: counted unless metrics.enabled is false, published to metrics.dir
+    when there is one (``majordomo serve`` always gives its workers one)."""
+    config = settings.metrics
+    if not config.enabled:
+        return None
+    labels = MetadataLabels(config.labels, config.max_label_values) if config.labels else None
+    own = ProcessMetrics(labels)
+    own.writer = writer.stats
+    directory = SnapshotDirectory(config.dir) if config.dir else None
+    return MetricsView(own, directory, config.token)
 
 
 async def _plain(send: Send, status: int, body: bytes) -> None:

@@ -61,6 +61,9 @@ class KeyCache(LookupCache[KeyCheck]):
     def _servable_stale(self, check: KeyCheck) -> bool:
         return check.status is KeyStatus.VALID
 
+    def _is_negative(self, check: KeyCheck) -> bool:
+        return check.status is KeyStatus.UNKNOWN
+
     def invalidate(self, key_id: str) -> None:
         """Forget a key (by id) now: used when this process revokes or changes it."""
         for key_hash, entry in list(self._entries.items()):

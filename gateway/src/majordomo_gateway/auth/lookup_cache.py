@@ -6,6 +6,10 @@ database is down, a credential we have seen valid recently keeps working (stale 
 outage stops logging to the database, not traffic; one we have never seen raises
 DatabaseUnavailable (the caller answers 503, not 401).
 
+Negative entries (an unknown credential) are kept apart from the others, in a map of their own
+bounded by ``max_negative``: a flood of random credentials evicts only other unknown ones, never
+a credential known good, which must keep working through a database outage that follows.
+
 One lookup per credential at a time: requests that miss together share it, so an expiring entry
 under load costs one query, not one per request in flight.  An entry in use is refreshed in the
 background when 80% of its TTL has passed, so under steady traffic no request waits on the
@@ -23,7 +27,7 @@ from typing import Generic, TypeVar
 
 from majordomo_gateway.storage.errors import DatabaseUnavailable
 
-__all__ = ["REFRESH_AHEAD", "RETRY_AFTER_FAILURE_SECONDS", "STALE_GRACE_SECONDS", "LookupCache"]
+__all__ = ["NEGATIVE_SHARE", "REFRESH_AHEAD", "RETRY_AFTER_FAILURE_SECONDS", "STALE_GRACE_SECONDS", "LookupCache"]
 
 # How long a known-good credential is honoured from cache while the database cannot be asked.
 STALE_GRACE_SECONDS = 3600.0
@@ -32,6 +36,8 @@ STALE_GRACE_SECONDS = 3600.0
 RETRY_AFTER_FAILURE_SECONDS = 1.0
 # Share of the TTL after which an entry still in use is refreshed ahead of its expiry.
 REFRESH_AHEAD = 0.8
+# Unknown credentials remembered, at most (a share of max_size unless given).
+NEGATIVE_SHARE = 0.1
 
 C = TypeVar("C")
 
@@ -48,10 +54,13 @@ class LookupCache(Generic[C]):
     """Checks by credential hash.  Subclasses say how to fetch one (``_fetch``) and which checks
     may be served stale during an outage (``_servable_stale``)."""
 
-    def __init__(self, *, ttl: float, max_size: int) -> None:
+    def __init__(self, *, ttl: float, max_size: int, max_negative: int | None = None) -> None:
         self.ttl = ttl
         self.max_size = max_size
+        self.max_negative = max(1, int(max_size * NEGATIVE_SHARE)) if max_negative is None else max_negative
         self._entries: dict[str, _Entry[C]] = {}
+        #: unknown credentials, apart: what a flood fills, without touching ``_entries``
+        self._negative: dict[str, _Entry[C]] = {}
         self._lookups: dict[str, asyncio.Future[C]] = {}
         #: bumped by mark_all_due: a lookup that started before it must not store its (older) answer
         self._generation = 0
@@ -62,10 +71,16 @@ class LookupCache(Generic[C]):
     def _servable_stale(self, check: C) -> bool:
         raise NotImplementedError
 
+    def _is_negative(self, check: C) -> bool:
+        """Whether the check says the credential does not exist (kept in the bounded negative map)."""
+        raise NotImplementedError
+
     async def lookup(self, key_hash: str) -> C:
         """Raises DatabaseUnavailable only when the hash is not cached and the database is down."""
         now = time.monotonic()
         entry = self._entries.get(key_hash)
+        if entry is None:
+            entry = self._negative.get(key_hash)
         if entry is not None and entry.expires > now:
             if entry.refresh_at <= now and key_hash not in self._lookups:
                 self._lookup(key_hash)  # in the background; this request goes on with the entry
@@ -106,11 +121,16 @@ class LookupCache(Generic[C]):
         return check
 
     def _store(self, key_hash: str, check: C, now: float) -> None:
-        entries = self._entries
+        if self._is_negative(check):
+            entries, bound = self._negative, self.max_negative
+            self._entries.pop(key_hash, None)
+        else:
+            entries, bound = self._entries, self.max_size
+            self._negative.pop(key_hash, None)
         entries.pop(key_hash, None)
-        if len(entries) >= self.max_size:
+        if len(entries) >= bound:
             # dicts keep insertion order: drop the oldest tenth in one go, not one per insert.
-            for stale in list(entries)[: max(1, self.max_size // 10)]:
+            for stale in list(entries)[: max(1, bound // 10)]:
                 del entries[stale]
         entries[key_hash] = _Entry(now + self.ttl, check, now, now + self.ttl * REFRESH_AHEAD)
 
@@ -123,9 +143,16 @@ class LookupCache(Generic[C]):
         self._lookups.clear()
         for entry in self._entries.values():
             entry.expires = entry.refresh_at = 0.0
+        # A credential unknown a moment ago may have just been created.
+        self._negative.clear()
 
     def _drop(self, key_hash: str) -> None:
         self._entries.pop(key_hash, None)
+        self._negative.pop(key_hash, None)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._negative)
+
+    @property
+    def negative_count(self) -> int:
+        return len(self._negative)

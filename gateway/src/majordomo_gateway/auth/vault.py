@@ -91,6 +91,9 @@ class ProxyKeyVault(LookupCache[ProxyKeyCheck]):
     def _servable_stale(self, check: ProxyKeyCheck) -> bool:
         return check.status is KeyStatus.VALID and check.owner.status is KeyStatus.VALID
 
+    def _is_negative(self, check: ProxyKeyCheck) -> bool:
+        return check.status is KeyStatus.UNKNOWN
+
     def provider_key(self, proxy_key: ProxyKeyRecord, stored: StoredProviderKey) -> str:
         """The provider key in clear.  SecretsError when it cannot be decrypted (no keyring, a
         secrets key that is not configured, a stored value that was altered)."""

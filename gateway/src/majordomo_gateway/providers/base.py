@@ -39,6 +39,10 @@ class UsageResult:
     #: Set instead of ``usage`` when the response reported usage that is not usage (a negative,
     #: fractional, huge or non-numeric count): what was wrong, with the raw values.
     invalid_usage: str | None = None
+    #: the provider's id for the answer and why it ended (traces' gen_ai.response.id and
+    #: gen_ai.response.finish_reasons), when the response says
+    response_id: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
 
 
 class StreamUsageParser(Protocol):

@@ -107,10 +107,23 @@ def _result_from_objects(
         result.model = next(
             (m for m in map(_model_version, reversed(objects)) if m is not None), fallback_model
         )
+    _describe(result, objects)
     if objects and objects[-1].get("error"):
         # An error ends the stream, so only the last object can be one.
         result.error = error_text(objects[-1]["error"])
     return result
+
+
+def _describe(result: UsageResult, objects: list[dict[str, object]]) -> None:
+    """responseId (every chunk has it) and the last chunk's candidates' finishReason."""
+    for obj in reversed(objects):
+        answer_id = obj.get("responseId")
+        if isinstance(answer_id, str) and result.response_id is None:
+            result.response_id = answer_id
+        candidates = obj.get("candidates")
+        if isinstance(candidates, list) and not result.finish_reasons:
+            result.finish_reasons = [c["finishReason"] for c in candidates
+                                     if isinstance(c, Mapping) and isinstance(c.get("finishReason"), str)]
 
 
 def _decode_elements(piece: bytes) -> list[dict[str, object]]:

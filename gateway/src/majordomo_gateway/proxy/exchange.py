@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
 from majordomo_gateway.proxy.adapter import AdaptedRequest
 from majordomo_gateway.proxy.headers import ClientHeaders
 from majordomo_gateway.proxy.routing import Route
@@ -55,3 +55,19 @@ class Exchange:
     truncated: bool = False
     #: why the upstream's body stopped before its end, when it did
     upstream_broken: str | None = None
+    #: what the response said (usage, model, id, finish reasons), once metered
+    result: UsageResult | None = None
+    # -- for metrics and traces ---------------------------------------------------------------
+    #: perf_counter() when the request went upstream and when its last byte came back (0: not yet)
+    upstream_started: float = 0.0
+    upstream_ended: float = 0.0
+    #: the kind of upstream failure (metrics' majordomo_upstream_errors_total ``kind``)
+    upstream_error: str | None = None
+    #: the request's trace span while tracing is on (tracing/spans.py)
+    span: Any = None
+
+    def upstream_seconds(self, now: float) -> float:
+        """How long the upstream had the request: from sending it to its last byte."""
+        if not self.upstream_started:
+            return 0.0
+        return (self.upstream_ended or now) - self.upstream_started

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
 
 import uuid_utils
@@ -49,6 +50,8 @@ from majordomo_gateway.auth.secrets import SecretsError
 from majordomo_gateway.auth.vault import ProxyKeyCheck, ProxyKeyVault
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import ProxySettings, Settings
+from majordomo_gateway.logs.access import log_access
+from majordomo_gateway.metrics.process import ProcessMetrics
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.providers.base import RequestInfo
 from majordomo_gateway.proxy.adapter import AdapterError
@@ -59,14 +62,18 @@ from majordomo_gateway.proxy.metering import meter, price
 from majordomo_gateway.proxy.relay import relay
 from majordomo_gateway.proxy.routing import Router, RoutingError, normalise_path
 from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
-from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
+from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from majordomo_gateway.proxy.upstream_api import Upstream, UpstreamAnswer
 from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
 from majordomo_gateway.storage.writer import RowWriter
 
-__all__ = ["MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler", "accept",
-           "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route", "try_route"]
+if TYPE_CHECKING:
+    from majordomo_gateway.tracing.otel import Tracing
+
+__all__ = ["MAX_MODEL_CHARS", "MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler",
+           "accept", "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route",
+           "try_route"]
 
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 # Retry-After, in seconds: an overload passes with the burst; a full disk or a dead database
@@ -74,6 +81,9 @@ MAX_REQUEST_BODY = 64 * 1024 * 1024
 OVERLOAD_RETRY_AFTER = 1
 UNRECORDED_RETRY_AFTER = 5
 _CREDENTIAL_QUERY_KEYS = frozenset({"key"})
+# The longest model name a row keeps (a longer one, which no provider serves, is cut, marked with
+# "…"): with the metadata limits it bounds a row (tests/gateway/test_row_limits.py).
+MAX_MODEL_CHARS = 1024
 
 
 class ProxyHandler:
@@ -83,8 +93,15 @@ class ProxyHandler:
 
     def __init__(self, settings: Settings, router: Router, keys: KeyCache, writer: RowWriter,
                  prices: PriceBook, upstream: Upstream | None = None, clock: Clock = utc_now,
-                 vault: ProxyKeyVault | None = None) -> None:
+                 vault: ProxyKeyVault | None = None, metrics: ProcessMetrics | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.settings = settings
+        #: this worker's Prometheus numbers (None: metrics.enabled is false, and requests pay nothing)
+        self.metrics = metrics
+        #: OpenTelemetry spans and metrics (None: off, and requests pay nothing)
+        self.tracing = tracing
+        #: log.format json: one access-log line per request
+        self.access_log = settings.log.format == "json"
         self.clock = clock
         self.limits = settings.proxy
         self.router = router
@@ -131,11 +148,19 @@ class ProxyHandler:
             self._record(ex)
 
     def _record(self, ex: Exchange) -> None:
-        if ex.record is not None:
+        record = ex.record
+        if record is not None:
             meter(ex)
-            finish_timings(ex.record, ex.started)
-            price(ex.record, self.prices)
-            self.writer.submit(ex.record)
+            finish_timings(record, ex.started)
+            price(record, self.prices)
+            tracing = self.tracing
+            if tracing is not None:
+                tracing.finish(ex, record)
+            if self.metrics is not None:
+                self.metrics.observe(record, ex.upstream_seconds(time.perf_counter()), ex.upstream_error)
+            if self.access_log:
+                log_access(record, tracing.trace_ids(ex) if tracing is not None else None)
+            self.writer.submit(record)
 
     async def _refuse(self, ex: Exchange, refusal: GatewayError) -> None:
         """A 503 with Retry-After and a row, after only the steps that say whose request it is."""
@@ -176,6 +201,8 @@ class ProxyHandler:
             raise unroutable
         await read_body(ex)
         prepare(ex)
+        if self.tracing is not None:
+            self.tracing.start(ex)
         assert self.upstream is not None, "ProxyHandler.start() was not awaited"
         response = await forward(ex, self.upstream)
         async with response:
@@ -187,6 +214,8 @@ class ProxyHandler:
             shape = self.router.error_route(ex.path, ex.raw_path, ex.headers.provider)
         record = ex.record
         if record is None:
+            if self.metrics is not None:
+                self.metrics.unrecorded(error.status, shape)
             await error.send(ex.send, shape)
             return
         record.status_code = error.status
@@ -209,8 +238,7 @@ def accept(ex: Exchange, limits: ProxySettings) -> None:
     ex.raw_path = raw_path
     ex.query = scope.get("query_string", b"")
     try:
-        ex.headers = split_headers(scope["headers"], max_metadata=limits.max_metadata_headers,
-                                   max_value_bytes=limits.max_metadata_value_bytes)
+        ex.headers = split_headers(scope["headers"], limits)
     except MetadataError as exc:
         raise GatewayError(400, "invalid_metadata", str(exc)) from exc
 
@@ -409,7 +437,8 @@ def new_record(ex: Exchange, info: RequestInfo) -> RequestRecord:
         provider_api_key_alias=alias,
         provider=provider.name,
         route=chosen.name,
-        model=info.model,
+        model=info.model if info.model is None or len(info.model) <= MAX_MODEL_CHARS
+        else truncate_message(info.model, MAX_MODEL_CHARS),
         request_path=_logged_path(ex.path, query),
         request_method=ex.scope["method"],
         requested_at=ex.requested_at,
@@ -424,13 +453,21 @@ async def forward(ex: Exchange, upstream: Upstream) -> UpstreamAnswer:
     chosen = ex.route
     assert chosen is not None
     label = chosen.name
+    ex.upstream_started = time.perf_counter()
     try:
         return await upstream.request(chosen.origin, ex.scope["method"],
                                       chosen.upstream_target(ex.upstream_path, ex.query), ex.forward, ex.body)
     except UpstreamTimeout as exc:
+        ex.upstream_error = "timeout"
         raise GatewayError(504, "upstream_timeout", f"The {label} upstream did not answer in time.",
                            provider=label, record_message=f"{label} upstream timed out") from exc
+    except UpstreamProtocolError as exc:
+        ex.upstream_error = "unreachable"  # the metric's kinds: no answer that could be used
+        raise GatewayError(502, "upstream_bad_response", f"The {label} upstream sent an answer that cannot be "
+                           f"relayed: {exc}.", provider=label,
+                           record_message=truncate_message(f"{label} upstream: {exc}")) from exc
     except UpstreamError as exc:
+        ex.upstream_error = "unreachable"
         raise GatewayError(502, "upstream_unreachable", f"The {label} upstream could not be reached.",
                            provider=label,
                            record_message=truncate_message(f"{label} upstream unreachable: {exc}")) from exc

@@ -76,8 +76,11 @@ class SQLiteChangeFeed:
                 failing, seen = False, version
                 await asyncio.sleep(self.poll_interval)
         finally:
+            # A cancelled run_in_executor leaves its call running in the thread: closing the
+            # connection here, from the loop's thread, while that thread reads through it crashes
+            # the process (SIGSEGV inside sqlite3).  The close queues behind the read instead.
             if conn is not None:
-                conn.close()
+                executor.submit(conn.close)
             executor.shutdown(wait=False)
 
     def _open(self) -> sqlite3.Connection:

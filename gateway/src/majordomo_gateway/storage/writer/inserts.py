@@ -28,6 +28,7 @@ class Inserter:
             try:
                 result = await self.insert([record])
                 self.counters.rows_written += result.inserted
+                self.counters.duplicates += result.duplicates
             except OUTAGE_ERRORS as down:
                 self.outage.mark_down(down)
                 return None

@@ -190,6 +190,7 @@ class RowWriter:
             rows_replayed=counters.rows_replayed,
             rows_dropped=counters.rows_dropped,
             rows_rejected=counters.rows_rejected,
+            duplicates=counters.duplicates,
             records_damaged=counters.records_damaged,
             write_errors=counters.write_errors,
             spool_errors=counters.spool_errors,
@@ -297,6 +298,7 @@ class RowWriter:
                 counters.settled += len(batch) - len(refused)
                 return True
             counters.rows_written += result.inserted
+            counters.duplicates += result.duplicates
             counters.settled += len(batch)
             return True
         finally:
