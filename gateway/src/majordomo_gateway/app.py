@@ -18,10 +18,12 @@ import orjson
 
 from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.auth.vault import ProxyKeyVault
+from majordomo_gateway.budgets.guard import BudgetGuard
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
 from majordomo_gateway.dashboard.app import build_console, handles
 from majordomo_gateway.dashboard.auth import session_authenticator
+from majordomo_gateway.metrics.budgets import budget_gauges
 from majordomo_gateway.metrics.endpoint import MetricsView
 from majordomo_gateway.metrics.labels import MetadataLabels
 from majordomo_gateway.metrics.process import ProcessMetrics
@@ -72,9 +74,16 @@ class Gateway:
         self._change_feed: asyncio.Task[None] | None = None
         self.metrics = _metrics_view(settings, self.writer)
         self.tracing = _tracing(os.environ)
+        # Budgets and rate limits: an in-memory view of the ledger, refreshed in the background;
+        # the writer tells it which rows (and so which spend) the database has committed.
+        self.budgets = BudgetGuard(self.database.budgets, self.prices, settings.budgets, clock)
+        if self.metrics is not None and self.metrics.own is not None:
+            self.metrics.own.add_gauges(budget_gauges(self.budgets, settings.metrics.max_label_values))
+        self.writer.inserter.on_committed = self.budgets.committed
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault,
-                                  metrics=self.metrics.own if self.metrics else None, tracing=self.tracing)
+                                  metrics=self.metrics.own if self.metrics else None, tracing=self.tracing,
+                                  budgets=self.budgets)
         # The dashboard and its API (/dashboard, /api/v1/...): never on the proxy's path.
         self.console = build_console(self.database, session_authenticator(self.database), clock)
 
@@ -100,6 +109,13 @@ class Gateway:
         if self.vault.keyring is None:
             log.info("proxy keys (mdm_pk_...) cannot be used: %s", self.vault.keyring_error)
         await self.proxy.start()
+        if self._database_ready:
+            try:
+                # Enforced from the first request, not the first refresh.
+                await self.budgets.refresh()
+            except DatabaseUnavailable as exc:
+                log.error("budgets: cannot read them at start (%s); retrying in the background", exc)
+        self.budgets.start()
         self.writer.start()
         if self.metrics is not None:
             self.metrics.start()
@@ -129,6 +145,7 @@ class Gateway:
         if self.price_refresher is not None:
             self.price_refresher.stop()
         await self.proxy.close()
+        await self.budgets.close()
         await self.writer.close()
         if self.metrics is not None:
             await self.metrics.close()

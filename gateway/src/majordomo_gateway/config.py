@@ -37,6 +37,18 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 7680
     workers: int = 1
+    # The request line and headers together (more: 431).  SDKs send 1-4 KiB; the metadata
+    # headers at their limits add 32 KiB.
+    max_head_bytes: int = 64 * 1024
+    # From a request's first byte to the end of its headers (then 408): a client that dribbles
+    # its head holds a connection for this long at most.
+    head_timeout: float = 10.0
+    # A connection with no request in progress (new, or between two requests) is closed after this.
+    keepalive_timeout: float = 5.0
+    # Client connections one worker keeps open; past it the longest-idle one is closed to make room
+    # (or, when every one is busy, the newcomer gets a 503).  Lowered at start to what the file
+    # descriptor limit leaves room for (server/limits.py).
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +372,15 @@ def _pricing_provider(value: Any) -> str:
 # section -> (settings class, {key: parser}).  The dotted path section.key is the YAML location
 # and, through env_name(), the environment variable.
 _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
-    "server": (ServerSettings, {"host": _text, "port": _port, "workers": _positive_int}),
+    "server": (ServerSettings, {
+        "host": _text,
+        "port": _port,
+        "workers": _positive_int,
+        "max_head_bytes": _positive_int,
+        "head_timeout": _positive_float,
+        "keepalive_timeout": _positive_float,
+        "max_connections": _positive_int,
+    }),
     "database": (DatabaseSettings, {"url": _database_url}),
     "proxy": (ProxySettings, {
         "connect_timeout": _positive_float,

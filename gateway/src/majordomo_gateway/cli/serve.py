@@ -16,6 +16,8 @@ from majordomo_gateway.logs import json_lines
 from majordomo_gateway.metrics.endpoint import MetricsServer
 from majordomo_gateway.metrics.shared import SnapshotDirectory
 from majordomo_gateway.proxy.server_glue import install_log_filter
+from majordomo_gateway.server import protocol
+from majordomo_gateway.server.limits import ConnectionLimits, fd_budget, raise_fd_limit
 from majordomo_gateway.tracing.settings import OtelConfigError, otel_settings
 
 CONFIG_ENV = "MAJORDOMO_CONFIG"
@@ -23,6 +25,8 @@ CONFIG_ENV = "MAJORDOMO_CONFIG"
 # to this long; then the writer drains.  Container stop timeouts (compose stop_grace_period,
 # Kubernetes terminationGracePeriodSeconds) must be longer (docs/deploy.md; tests/deploy).
 DRAIN_SECONDS = 30
+# uvicorn's httptools protocol with the gateway's connection bounds (server/protocol.py).
+PROTOCOL = "majordomo_gateway.server.protocol:GatewayHttpProtocol"
 
 
 def create_app() -> Gateway:
@@ -31,6 +35,13 @@ def create_app() -> Gateway:
     configure_logging(settings)
     # After uvicorn's own logging set-up, which runs before the app is built, in every worker.
     install_log_filter()
+    limits = ConnectionLimits.from_settings(settings.server)
+    if limits.max_connections < settings.server.max_connections:
+        logging.getLogger("majordomo").warning(
+            "server.max_connections lowered from %d to %d: that is what the file descriptor limit "
+            "(ulimit -n) leaves room for, with an upstream connection for each", settings.server.max_connections,
+            limits.max_connections)
+    protocol.configure(limits)
     return Gateway(settings)
 
 
@@ -88,6 +99,9 @@ def _metrics_directory(settings: Settings) -> Iterator[MetricsServer | None]:
 def _serve(settings: Settings) -> None:
     import uvicorn
 
+    # Workers inherit the limit: raised once here, the connection cap is sized against it.
+    descriptors = raise_fd_limit(settings.server.max_connections)
+    _, backlog = fd_budget(settings.server.max_connections, descriptors)
     logging.getLogger("majordomo").info(
         "Majordomo Gateway on http://%s:%d, database %s", settings.server.host, settings.server.port,
         _redact(settings.database.url),
@@ -102,7 +116,9 @@ def _serve(settings: Settings) -> None:
         port=settings.server.port,
         workers=settings.server.workers if settings.server.workers > 1 else None,
         loop="uvloop",
-        http="httptools",
+        http=PROTOCOL,
+        backlog=backlog,
+        timeout_keep_alive=settings.server.keepalive_timeout,  # type: ignore[arg-type]
         lifespan="on",
         access_log=False,
         server_header=False,

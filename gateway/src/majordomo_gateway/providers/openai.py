@@ -355,8 +355,13 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_exceeded"}
 
 
+# Codes that are their own type (the issue's `{"error": {"type": "budget_exceeded", ...}}`).
+_CODE_TYPES = {"budget_exceeded": "budget_exceeded"}
+
+
 def _error_body(status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
-    error: dict[str, object] = {"message": message, "type": _ERROR_TYPES.get(status, "server_error"),
+    error_type = _CODE_TYPES.get(code) or _ERROR_TYPES.get(status, "server_error")
+    error: dict[str, object] = {"message": message, "type": error_type,
                                 "param": None, "code": code}
     error.update(extra)
     return orjson.dumps({"error": error})

@@ -65,6 +65,8 @@ class Exchange:
     upstream_error: str | None = None
     #: the request's trace span while tracing is on (tracing/spans.py)
     span: Any = None
+    #: what the request holds against budgets and rate limits until settled (budgets/guard.py)
+    budget_hold: Any = None
 
     def upstream_seconds(self, now: float) -> float:
         """How long the upstream had the request: from sending it to its last byte."""

@@ -68,7 +68,8 @@ from majordomo_gateway.storage.database import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord, truncate_message
 from majordomo_gateway.storage.writer import RowWriter
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # budgets/guard.py imports the pipeline's parts: at run time the handler is given one
+    from majordomo_gateway.budgets.guard import BudgetGuard
     from majordomo_gateway.tracing.otel import Tracing
 
 __all__ = ["MAX_MODEL_CHARS", "MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler",
@@ -94,8 +95,11 @@ class ProxyHandler:
     def __init__(self, settings: Settings, router: Router, keys: KeyCache, writer: RowWriter,
                  prices: PriceBook, upstream: Upstream | None = None, clock: Clock = utc_now,
                  vault: ProxyKeyVault | None = None, metrics: ProcessMetrics | None = None,
-                 tracing: Tracing | None = None) -> None:
+                 tracing: Tracing | None = None, budgets: BudgetGuard | None = None) -> None:
         self.settings = settings
+        #: budgets and rate limits (budgets/guard.py); while none is defined, ``active`` is False
+        #: and a request pays that one test
+        self.budgets = budgets
         #: this worker's Prometheus numbers (None: metrics.enabled is false, and requests pay nothing)
         self.metrics = metrics
         #: OpenTelemetry spans and metrics (None: off, and requests pay nothing)
@@ -153,6 +157,8 @@ class ProxyHandler:
             meter(ex)
             finish_timings(record, ex.started)
             price(record, self.prices)
+            if ex.budget_hold is not None and self.budgets is not None:
+                self.budgets.settle(ex)
             tracing = self.tracing
             if tracing is not None:
                 tracing.finish(ex, record)
@@ -201,6 +207,11 @@ class ProxyHandler:
             raise unroutable
         await read_body(ex)
         prepare(ex)
+        budgets = self.budgets
+        if budgets is not None and budgets.active:
+            # Before anything is forwarded, on every route (translations, streams, custom
+            # providers): nothing reaches a provider but through here.
+            budgets.admit(ex)
         if self.tracing is not None:
             self.tracing.start(ex)
         assert self.upstream is not None, "ProxyHandler.start() was not awaited"
