@@ -2,6 +2,8 @@
 # The gateway benchmark: `make bench` (full, ~15-20 min) or `make bench BENCH_ARGS=--quick` (~3 min).
 # Any other argument goes to bench/gateway_bench.py (see its --help).
 # `bash bench/run.sh compare REV_A REV_B` runs two revisions in alternation (bench/compare.py).
+# `bash bench/run.sh instructions REV...` counts instructions per request under valgrind
+# (bench/instructions.py; installs valgrind when missing).
 #
 # Installs what it needs: wrk and nginx from Debian's packages when missing (apt-get, as root or
 # with sudo), py-spy into a separate venv ($MAJORDOMO_BENCH_VENV, default /tmp/majordomo-bench-venv).
@@ -39,6 +41,17 @@ fi
 # 1,000 open streams need ~2,100 descriptors in the gateway, the upstream and the client.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+if [[ ${1:-} == instructions ]]; then
+    shift
+    if ! command -v valgrind >/dev/null 2>&1; then
+        echo "bench: installing valgrind (apt-get)"
+        sudo_cmd=()
+        [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+        "${sudo_cmd[@]}" apt-get update -q
+        DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q valgrind
+    fi
+    exec "$VENV_PY" bench/instructions.py "$@"
+fi
 if [[ ${1:-} == compare ]]; then
     shift
     exec "$VENV_PY" bench/compare.py "$@"

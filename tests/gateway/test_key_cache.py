@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import uuid_utils
-from majordomo_gateway.auth import cache as cache_module
+from majordomo_gateway.auth import lookup_cache as cache_module
 from majordomo_gateway.auth.cache import KeyCache, KeyStatus
 from majordomo_gateway.auth.keys import display_prefix, generate_key, hash_secret
-from majordomo_gateway.storage.database import open_database
+from majordomo_gateway.storage.database import DatabaseUnavailable, open_database
 
 
 class CountingDatabase:
@@ -145,4 +145,27 @@ async def test_a_failed_background_refresh_is_not_retried_on_every_request(
     assert (await cache.check(key)).status is KeyStatus.VALID
     await asyncio.sleep(0)
     assert counting.lookups == 3
+    await db.close()
+
+
+async def test_a_flood_of_unknown_keys_never_evicts_a_known_good_one(tmp_path: Path, clock: list[float]) -> None:
+    """Issue 18, point 9: random keys, before and during a database outage, leave a valid cached
+    key working; unknown keys are remembered apart, bounded."""
+    db, key, _ = await _database_with_key(tmp_path)
+    counting = CountingDatabase(db)
+    cache = KeyCache(counting, ttl=10, max_size=50)  # type: ignore[arg-type]
+    assert (await cache.check(key)).status is KeyStatus.VALID
+    for i in range(2000):  # database up: each is looked up, found unknown, and cached
+        assert (await cache.check(f"mdm_sk_random{i}")).status is KeyStatus.UNKNOWN
+        if i % 200 == 0:
+            clock[0] += 0.01
+    assert cache.negative_count <= cache.max_negative == 5
+    assert (await cache.check("mdm_sk_random1999")).status is KeyStatus.UNKNOWN  # still answered from cache
+
+    counting.down = True
+    clock[0] += 11  # past the TTL: only a stale entry can answer now
+    for i in range(500):
+        with pytest.raises(DatabaseUnavailable):
+            await cache.check(f"mdm_sk_during{i}")
+    assert (await cache.check(key)).status is KeyStatus.VALID
     await db.close()

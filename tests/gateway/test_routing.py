@@ -1,5 +1,5 @@
 import pytest
-from majordomo_gateway.config import load_settings
+from majordomo_gateway.config import ProxySettings, load_settings
 from majordomo_gateway.proxy.headers import MetadataError, canonical_name, response_headers, split_headers
 from majordomo_gateway.proxy.routing import Router, RoutingError, normalise_path
 
@@ -127,7 +127,7 @@ def test_metadata_names_are_canonical_and_secrets_split_out() -> None:
             (b"host", b"localhost"),
             (b"accept-encoding", b"gzip, br, zstd"),
         ],
-        max_metadata=8, max_value_bytes=100,
+        ProxySettings(max_metadata_headers=8, max_metadata_value_bytes=100),
     )
     assert headers.majordomo_key == "mdm_sk_abc"
     assert headers.provider == "openai"
@@ -142,16 +142,35 @@ def test_canonical_name() -> None:
 
 
 def test_metadata_limits() -> None:
+    limits = ProxySettings(max_metadata_headers=8, max_metadata_value_bytes=100)
     with pytest.raises(MetadataError, match="X-Majordomo-Feature"):
-        split_headers([(b"x-majordomo-feature", b"x" * 101)], max_metadata=8, max_value_bytes=100)
+        split_headers([(b"x-majordomo-feature", b"x" * 101)], limits)
     with pytest.raises(MetadataError, match="more than 2"):
-        split_headers([(f"x-majordomo-m{i}".encode(), b"v") for i in range(3)], max_metadata=2,
-                      max_value_bytes=100)
+        split_headers([(f"x-majordomo-m{i}".encode(), b"v") for i in range(3)],
+                      ProxySettings(max_metadata_headers=2, max_metadata_value_bytes=100))
+
+
+def test_metadata_names_total_and_the_alias_are_bounded() -> None:
+    """Issue 18, point 5: before, only values were bounded (a 6.8 MB raw_metadata and a 4 MiB
+    alias were stored)."""
+    limits = ProxySettings(max_metadata_headers=8, max_metadata_value_bytes=100, max_metadata_name_bytes=10,
+                           max_metadata_total_bytes=50, max_provider_alias_bytes=20)
+    with pytest.raises(MetadataError, match=r"name X-Majordomo-n{11}\.\.\. is 11 bytes .*the limit is 10 "
+                                            r"\(proxy.max_metadata_name_bytes\)"):
+        split_headers([(b"x-majordomo-" + b"n" * 11, b"v")], limits)
+    with pytest.raises(MetadataError, match=r"the limit is 50 \(proxy.max_metadata_total_bytes\)"):
+        split_headers([(f"x-majordomo-m{i}".encode(), b"v" * 20) for i in range(3)], limits)  # 3 x 22
+    with pytest.raises(MetadataError, match=r"Provider-Alias is 21 bytes; the limit is 20 "
+                                            r"\(proxy.max_provider_alias_bytes\)"):
+        split_headers([(b"x-majordomo-provider-alias", b"a" * 21)], limits)
+    at_the_limits = split_headers([(b"x-majordomo-" + b"n" * 10, b"v" * 14), (b"x-majordomo-m2", b"v" * 24),
+                                   (b"x-majordomo-provider-alias", b"a" * 20)], limits)
+    assert len(at_the_limits.metadata) == 2 and at_the_limits.provider_alias == "a" * 20
 
 
 def test_underscore_spellings_of_our_headers_are_neither_forwarded_nor_ours() -> None:
     headers = split_headers([(b"x_majordomo_key", b"mdm_sk_secret"), (b"x-majordomo_feature", b"f"),
-                             (b"x_other", b"kept")], max_metadata=8, max_value_bytes=100)
+                             (b"x_other", b"kept")], ProxySettings())
     assert headers.forward == [("x_other", "kept")]
     assert headers.majordomo_key is None and headers.metadata == {}
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from pathlib import Path
 
 from majordomo_gateway.storage.database import open_database
-from majordomo_gateway.storage.spool import Spool, decode, encode
+from majordomo_gateway.storage.records import COLUMNS
+from majordomo_gateway.storage.spool import MAX_RECORD_BYTES, Spool, decode, encode, payloads
 from majordomo_gateway.storage.writer import RowWriter
 
 from tests.support.records import make_record
@@ -78,3 +81,28 @@ async def test_close_drains_the_queue_to_the_database(tmp_path: Path) -> None:
     count = await db._run(lambda c: c.execute("SELECT COUNT(*) FROM llm_requests").fetchone()[0])  # type: ignore[attr-defined]
     await db.close()
     assert count == 50
+
+
+def test_the_spool_writes_only_rows_replay_reads_back_as_they_are(tmp_path: Path) -> None:
+    """Issue 18, points 4 and 5: a row the strict encoding cannot carry, or that would decode to
+    another row (NaN comes back as null), or too big for a record, is returned, not written; the
+    rows around it are written."""
+    good = [make_record(None), make_record(None)]
+    odd = [make_record(None, input_tokens=2**70), make_record(None, response_time_ms=float("nan")),
+           make_record(None, model="\ud800"),
+           make_record(None, raw_metadata={"Big": "v" * (MAX_RECORD_BYTES + 1)})]
+    spool = Spool(tmp_path / "spool")
+    refused = spool.append([good[0], *odd, good[1]])
+    spool.close()
+    assert [u.record for u in refused] == odd
+    assert "64-bit" in refused[0].reason and "same row" in refused[1].reason
+    assert "surrogates" in refused[2].reason and str(MAX_RECORD_BYTES) in refused[3].reason
+    (path,) = (tmp_path / "spool").glob("*.spool")
+    assert decode(path.read_bytes()).records == good
+
+    kept = spool.set_aside(odd)
+    values = [json.loads(p) for p in payloads(kept.read_bytes())]
+    assert values[0][COLUMNS.index("input_tokens")] == 2**70
+    assert math.isnan(values[1][COLUMNS.index("response_time_ms")])
+    assert values[2][COLUMNS.index("model")] == "\ud800"
+    assert len(values[3][COLUMNS.index("raw_metadata")]["Big"]) == MAX_RECORD_BYTES + 1

@@ -165,6 +165,51 @@ async def test_a_pooled_connection_the_server_dropped_is_retried_on_a_new_one() 
         await client.close()
 
 
+async def _answer_once_then_read_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                           srv: ScriptedServer) -> None:
+    """The first connection answers one request with keep-alive, then reads the next and closes
+    without a word (a server that crashed, or dropped the connection as the request came in);
+    later connections answer normally."""
+    first_connection = srv.connections == 1
+    await srv.read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
+    if first_connection:
+        await srv.read_request(reader)
+        writer.transport.abort()
+        return
+    await asyncio.sleep(1)
+
+
+async def test_a_post_is_never_sent_twice_when_a_reused_connection_breaks() -> None:
+    """Issue 18, point 12: the upstream read the POST (and may have billed it), then closed: the
+    client gets the error, the upstream saw the request once."""
+    async with ScriptedServer(_answer_once_then_read_and_close) as srv:
+        client = _client()
+        first = await client.request(srv.origin(), "POST", b"/v1/x", [], b'{"n": 1}')
+        assert await first.read() == b"ok"
+        first.release()
+        with pytest.raises(UpstreamBroken):
+            await client.request(srv.origin(), "POST", b"/v1/x", [], b'{"n": 2}')
+        await asyncio.sleep(0.1)  # a retry, were there one, would have arrived by now
+        await client.close()
+    assert [r.endswith(b'{"n": 2}') for r in srv.requests] == [False, True]
+    assert srv.connections == 1
+
+
+async def test_an_idempotent_request_is_retried_once_when_a_reused_connection_breaks() -> None:
+    async with ScriptedServer(_answer_once_then_read_and_close) as srv:
+        client = _client()
+        first = await client.request(srv.origin(), "GET", b"/v1/models", [], b"")
+        assert await first.read() == b"ok"
+        first.release()
+        second = await client.request(srv.origin(), "GET", b"/v1/models", [], b"")
+        assert await second.read() == b"ok"
+        second.release()
+        await client.close()
+    assert len(srv.requests) == 3 and srv.connections == 2
+
+
 async def test_idle_connections_older_than_the_keepalive_limit_are_not_reused() -> None:
     async with ScriptedServer(_keep_alive_json) as srv:
         client = UpstreamClient(connect_timeout=2, read_timeout=5, keepalive_seconds=0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import socket
 import sqlite3
 import subprocess
@@ -31,6 +32,8 @@ class GatewayProcess:
     process: subprocess.Popen[bytes] | None = None
     key: str = ""
     key_id: str = ""
+    #: run the gateway under this RLIMIT_NOFILE (soft and hard), as a tight ``ulimit -n`` would
+    fd_limit: int | None = None
 
     @property
     def url(self) -> str:
@@ -67,7 +70,8 @@ class GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([str(BIN / "majordomo"), "serve"], env=self.env(),
-                                            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+                                            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=self._limit_fds if self.fd_limit else None)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -83,6 +87,10 @@ class GatewayProcess:
             created = orjson.loads(self.cli("keys", "create", "--name", "tests", "--json").stdout)
             self.key, self.key_id = created["key"], created["id"]
         return self
+
+    def _limit_fds(self) -> None:
+        assert self.fd_limit is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def stop(self, sig: int | None = None) -> int | None:
         if self.process is None:

@@ -2,7 +2,7 @@
 then CLI flags.
 
 Settings are grouped the way the YAML file is (``server``, ``database``, ``providers``, ``proxy``,
-``auth``, ``writer``, ``pricing``, ``log``).  Every setting has a dotted path
+``auth``, ``writer``, ``pricing``, ``budgets``, ``log``, ``metrics``).  Every setting has a dotted path
 (``proxy.read_timeout``) that is its place in the YAML file and, upper-cased and joined with
 underscores, its environment variable (``MAJORDOMO_PROXY_READ_TIMEOUT``).  A value that does not
 parse, or a key the file should not have, stops the gateway at start with a message naming it,
@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from majordomo_gateway.providers.registry import BUILTIN_PROVIDERS, KINDS, builtin, catalog_id
+from majordomo_gateway.timebuckets import zone
 
 DEFAULT_CONFIG_FILE = "majordomo.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///majordomo.db"
@@ -36,6 +37,18 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 7680
     workers: int = 1
+    # The request line and headers together (more: 431).  SDKs send 1-4 KiB; the metadata
+    # headers at their limits add 32 KiB.
+    max_head_bytes: int = 64 * 1024
+    # From a request's first byte to the end of its headers (then 408): a client that dribbles
+    # its head holds a connection for this long at most.
+    head_timeout: float = 10.0
+    # A connection with no request in progress (new, or between two requests) is closed after this.
+    keepalive_timeout: float = 5.0
+    # Client connections one worker keeps open; past it the longest-idle one is closed to make room
+    # (or, when every one is busy, the newcomer gets a 503).  Lowered at start to what the file
+    # descriptor limit leaves room for (server/limits.py).
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +109,14 @@ class ProxySettings:
     # When a client hangs up mid-stream we keep reading the upstream, bounded, to learn the usage.
     abandoned_stream_max_seconds: float = 30.0
     abandoned_stream_max_bytes: int = 8 * 1024 * 1024
+    # What X-Majordomo-* metadata one request may carry (more: 400 naming the limit).  The total
+    # counts names (after X-Majordomo-) and values; each is capped (METADATA_CEILINGS) so that
+    # no setting can make a row too big for a spool record (tests/gateway/test_row_limits.py).
     max_metadata_headers: int = 32
     max_metadata_value_bytes: int = 1024
+    max_metadata_name_bytes: int = 128
+    max_metadata_total_bytes: int = 16 * 1024
+    max_provider_alias_bytes: int = 256
     # Ask OpenAI-style chat streams for usage (stream_options.include_usage) and hide the extra chunk.
     inject_stream_usage: bool = True
     # Requests one worker serves at once (streams included); more get an immediate 503 with
@@ -134,8 +153,40 @@ class PricingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    # Calendar periods (day, week, month) of budgets created without --time-zone.
+    time_zone: str = "UTC"
+    # How often each process re-reads the ledger and publishes its requests in flight: the
+    # window in which two processes may both admit against the same budget (docs/budgets.md).
+    refresh_interval: float = 0.25
+    # A request without max_tokens reserves this many output tokens until its usage is known.
+    default_output_tokens: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"
+    # "json": one JSON object per log line, and one access-log line per request (docs/observability.md).
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Prometheus ``/metrics`` (docs/observability.md)."""
+
+    enabled: bool = True
+    # Serve /metrics on this port (every worker's numbers, from the supervisor) instead of the
+    # gateway's port.
+    port: int | None = None
+    # When set, /metrics wants ``Authorization: Bearer <token>``.
+    token: str | None = None
+    # X-Majordomo-* metadata keys that become labels of the request, token and cost counters.
+    labels: tuple[str, ...] = ()
+    # Distinct values one metadata label keeps per worker; later ones are counted as ``other``.
+    max_label_values: int = 100
+    # Where workers publish their numbers for each other; `majordomo serve` makes a fresh
+    # temporary directory when unset.
+    dir: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +198,9 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
     pricing: PricingSettings = field(default_factory=PricingSettings)
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 Parser = Callable[[Any], Any]
@@ -168,6 +221,20 @@ def _positive_int(value: Any) -> int:
     expected = "must be a positive integer"
     number = _integer(value, expected)
     if number <= 0:
+        raise ValueError(expected)
+    return number
+
+
+#: the largest values the row-size settings accept: a row at all of them still fits a spool
+#: record (16 MiB) many times over, whatever the other settings say
+METADATA_CEILINGS = {"max_metadata_name_bytes": 1024, "max_metadata_total_bytes": 1024 * 1024,
+                     "max_provider_alias_bytes": 4096}
+
+
+def _capped_int(value: Any, ceiling: int) -> int:
+    expected = f"must be a positive integer, at most {ceiling}"
+    number = _integer(value, expected)
+    if not 0 < number <= ceiling:
         raise ValueError(expected)
     return number
 
@@ -225,8 +292,56 @@ def _spool_failure(value: Any) -> str:
     return text
 
 
+def _log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError("must be text (readable lines) or json (one JSON object per line, with access lines)")
+    return text
+
+
+_METADATA_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+
+
+def _label_list(value: Any) -> tuple[str, ...]:
+    """A YAML list, or a comma-separated string (environment variable) of metadata keys."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, Sequence):
+        raise ValueError("must be a list of X-Majordomo-* metadata keys, e.g. [Feature, User-Id]")
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip()
+        if name.lower().startswith("x-majordomo-"):
+            name = name[len("x-majordomo-"):]
+        if not _METADATA_LABEL.match(name):
+            raise ValueError(f"{item!r} is not a metadata key (letters, digits and '-', e.g. Feature or User-Id)")
+        if name.lower() in ("key", "provider", "provider-alias"):
+            raise ValueError(f"{item!r} is not metadata (X-Majordomo-{name} is read by the gateway itself)")
+        label = metadata_label_name(name)
+        if label in _BUILTIN_LABELS:
+            raise ValueError(f"{item!r} would be the label {label!r}, which the metrics already have")
+        if label in (metadata_label_name(n) for n in names):
+            raise ValueError(f"{item!r} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+#: the labels the request, token and cost counters have of their own
+_BUILTIN_LABELS = frozenset({"provider", "model", "route", "status", "type", "le"})
+
+
+def metadata_label_name(key: str) -> str:
+    """``User-Id`` → ``user_id``: a metadata key as a Prometheus label name."""
+    return key.lower().replace("-", "_")
+
+
 def _text(value: Any) -> str:
     return str(value)
+
+
+def _time_zone(value: Any) -> str:
+    name = str(value).strip()
+    zone(name)  # TimeZoneError (a ValueError) names the problem
+    return name
 
 
 def _flag(value: Any) -> bool:
@@ -257,7 +372,15 @@ def _pricing_provider(value: Any) -> str:
 # section -> (settings class, {key: parser}).  The dotted path section.key is the YAML location
 # and, through env_name(), the environment variable.
 _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
-    "server": (ServerSettings, {"host": _text, "port": _port, "workers": _positive_int}),
+    "server": (ServerSettings, {
+        "host": _text,
+        "port": _port,
+        "workers": _positive_int,
+        "max_head_bytes": _positive_int,
+        "head_timeout": _positive_float,
+        "keepalive_timeout": _positive_float,
+        "max_connections": _positive_int,
+    }),
     "database": (DatabaseSettings, {"url": _database_url}),
     "proxy": (ProxySettings, {
         "connect_timeout": _positive_float,
@@ -266,6 +389,9 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "abandoned_stream_max_bytes": _positive_int,
         "max_metadata_headers": _positive_int,
         "max_metadata_value_bytes": _positive_int,
+        "max_metadata_name_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_metadata_name_bytes"]),
+        "max_metadata_total_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_metadata_total_bytes"]),
+        "max_provider_alias_bytes": lambda v: _capped_int(v, METADATA_CEILINGS["max_provider_alias_bytes"]),
         "inject_stream_usage": _flag,
         "max_in_flight": _positive_int,
     }),
@@ -282,7 +408,20 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "refresh_url": _http_url,
         "refresh_interval": _positive_float,
     }),
-    "log": (LogSettings, {"level": _log_level}),
+    "budgets": (BudgetSettings, {
+        "time_zone": _time_zone,
+        "refresh_interval": _positive_float,
+        "default_output_tokens": _positive_int,
+    }),
+    "log": (LogSettings, {"level": _log_level, "format": _log_format}),
+    "metrics": (MetricsSettings, {
+        "enabled": _flag,
+        "port": _port,
+        "token": _text,
+        "labels": _label_list,
+        "max_label_values": _positive_int,
+        "dir": _text,
+    }),
 }
 _PROVIDER_KEYS: dict[str, Parser] = {"kind": _kind, "base_url": _http_url, "pricing_provider": _pricing_provider}
 # The original gateway configured PostgreSQL piece by piece; those settings still work.

@@ -204,10 +204,13 @@ def memory_upstream() -> MemoryUpstream:
 
 
 @pytest.fixture
-async def in_process(tmp_path: Path, memory_upstream: MemoryUpstream) -> AsyncIterator[InProcess]:
+async def in_process(request: pytest.FixtureRequest, tmp_path: Path,
+                     memory_upstream: MemoryUpstream) -> AsyncIterator[InProcess]:
+    """Parametrise indirectly with a dict of dotted settings to change them."""
     db_path = tmp_path / "majordomo.db"
+    extra: dict[str, Any] = getattr(request, "param", {})
     settings = load_settings(None, environ={}, database_url=f"sqlite:///{db_path}",
-                             **{"writer.spool_dir": str(tmp_path / "spool"), "writer.flush_interval": 0.01})
+                             **{"writer.spool_dir": str(tmp_path / "spool"), "writer.flush_interval": 0.01, **extra})
     gateway = Gateway(settings, upstream=memory_upstream)
     await gateway.startup()
     key = generate_key()

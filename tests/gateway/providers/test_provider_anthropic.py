@@ -230,3 +230,14 @@ def test_bad_json_never_raises(body: bytes) -> None:
 def test_damaged_streams_never_raise(stream: str, rng: random.Random) -> None:
     for body in mutations(load(stream), rng):
         assert isinstance(run_stream(anthropic, MESSAGES, [body]), UsageResult)
+
+
+def test_answer_id_and_stop_reason_for_traces() -> None:
+    """gen_ai.response.id and gen_ai.response.finish_reasons, plain and streamed."""
+    body = orjson.dumps({"id": "msg_01", "type": "message", "model": "claude-sonnet-4-20250514",
+                         "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 2}})
+    result = anthropic.parse_response("/v1/messages", body)
+    assert (result.response_id, result.finish_reasons) == ("msg_01", ["end_turn"])
+    streamed = run_stream(anthropic, "/v1/messages", [load("anthropic_messages_stream.sse")])
+    assert streamed.response_id and streamed.response_id.startswith("msg_")
+    assert streamed.finish_reasons and streamed.finish_reasons[0] in ("end_turn", "max_tokens", "tool_use")

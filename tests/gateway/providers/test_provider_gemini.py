@@ -38,16 +38,20 @@ def compact_array() -> bytes:
     return json.dumps(json.loads(load("gemini_stream_array.json")), separators=(",", ":")).encode()
 
 
+RESPONSE_ID = "AdVRaMmDCYekqtsPrb_-iAw"  # the fixtures' responseId
+
+
 def test_json_usage() -> None:
     result = gemini.parse_response(GENERATE, load("gemini_generate.json"))
-    assert result == UsageResult(usage=USAGE, model="gemini-2.5-flash")
+    assert result == UsageResult(usage=USAGE, model="gemini-2.5-flash", response_id=RESPONSE_ID,
+                                 finish_reasons=["STOP"])
 
 
 @pytest.mark.parametrize("stream", ["gemini_stream.sse", "gemini_stream_array.json"])
 def test_streamed_usage_is_the_last_cumulative_report(stream: str) -> None:
     request = gemini.request_info(STREAM, b"")
     assert run_stream(gemini, STREAM, [load(stream)], request) == UsageResult(
-        usage=USAGE, model="gemini-2.5-flash"
+        usage=USAGE, model="gemini-2.5-flash", response_id=RESPONSE_ID, finish_reasons=["STOP"]
     )
 
 

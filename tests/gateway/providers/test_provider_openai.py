@@ -139,7 +139,8 @@ def test_responses_failed_without_usage_still_reports_the_error() -> None:
         b'"model":"gpt-4.1-2025-04-14","output":[],"usage":null}}\n\n'
     )
     result = run_stream(openai, "/v1/responses", [failed])
-    assert result == UsageResult(model="gpt-4.1-2025-04-14", error="server_error: Boom")
+    assert result == UsageResult(model="gpt-4.1-2025-04-14", error="server_error: Boom", response_id="r",
+                                 finish_reasons=["failed"])
 
 
 def test_responses_incomplete_is_not_an_error() -> None:
@@ -303,3 +304,25 @@ def test_bad_json_never_raises(body: bytes) -> None:
 def test_damaged_streams_never_raise(path: str, stream: str, rng: random.Random) -> None:
     for body in mutations(load(stream), rng):
         assert isinstance(run_stream(openai, path, [body]), UsageResult)
+
+
+def test_answer_id_and_finish_reasons_for_traces() -> None:
+    """gen_ai.response.id and gen_ai.response.finish_reasons: from the body, or from the stream's
+    chunk that says why it ended (before the usage-only chunk)."""
+    body = (b'{"id":"chatcmpl-9","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,'
+            b'"finish_reason":"stop"},{"index":1,"finish_reason":"length"}],"usage":{"prompt_tokens":1,'
+            b'"completion_tokens":1,"total_tokens":2}}')
+    result = openai.parse_response("/v1/chat/completions", body)
+    assert (result.response_id, result.finish_reasons) == ("chatcmpl-9", ["stop", "length"])
+    stream = [
+        b'data: {"id":"chatcmpl-s","model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":null}]}\n\n',
+        b'data: {"id":"chatcmpl-s","model":"gpt-4o","choices":[{"index":0,"delta":{},'
+        b'"finish_reason":"tool_calls"}]}\n\n',
+        b'data: {"id":"chatcmpl-s","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,'
+        b'"total_tokens":2}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    result = run_stream(openai, "/v1/chat/completions", stream)
+    assert (result.response_id, result.finish_reasons) == ("chatcmpl-s", ["tool_calls"])
+    incomplete = run_stream(openai, "/v1/responses", [load("openai_responses_stream_incomplete.sse")])
+    assert incomplete.finish_reasons == ["max_output_tokens"] and incomplete.response_id

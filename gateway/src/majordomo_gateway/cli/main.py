@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from majordomo_gateway import __version__
 from majordomo_gateway.cli import audit as audit_command
+from majordomo_gateway.cli import budgets as budget_commands
 from majordomo_gateway.cli import db as db_commands
 from majordomo_gateway.cli import demo as demo_command
 from majordomo_gateway.cli import keys as key_commands
@@ -33,6 +34,7 @@ examples:
   majordomo keys create --name dev             # prints mdm_sk_... once
   majordomo keys list --json
   majordomo users create --email ada@example.com --role admin   # then POST /api/v1/admin/login
+  majordomo budgets create --scope metadata:User-Id=* --limit-usd 5 --period day   # $5 a day per user
   majordomo audit --json                       # who changed what, by the CLI or the admin API
   majordomo status                             # queue, spool, oldest unwritten row of a running gateway
   majordomo pricing show claude-sonnet-4-5     # the prices charged, and where they come from
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     migrate = db_sub.add_parser("migrate", help="apply pending migrations",
                                 description="Create or upgrade the tables. `serve` does this at start too.")
+    migrate.add_argument("--json", action="store_true", help='print {"applied": [...]} instead of text')
     _common(migrate)
     migrate.set_defaults(handler=db_commands.migrate)
 
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy_key_commands.add_parsers(commands, _common)
     secrets_commands.add_parsers(commands, _common)
     user_commands.add_parsers(commands, _common)
+    budget_commands.add_parsers(commands, _common)
     audit_command.add_parser(commands, _common)
     pricing_commands.add_parsers(commands, _common)
     report_command.add_parser(commands, _common)

@@ -7,7 +7,7 @@ import asyncio
 import csv
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,13 +19,11 @@ from majordomo_gateway.reports import (
     TimeRangeError,
     UsageQuery,
     UsageReport,
-    dimension,
-    parse_instant,
     run_usage_report,
 )
+from majordomo_gateway.reports.params import usage_query
 from majordomo_gateway.timebuckets import PERIODS, TimeZoneError
 
-DEFAULT_SINCE = timedelta(days=30)
 EXAMPLES = """\
 examples:
   majordomo report                                   totals of the last 30 days
@@ -68,16 +66,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
 def build_query(args: argparse.Namespace, now: datetime) -> UsageQuery:
-    where = []
-    for item in args.where:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ReportError(f"--where {item!r}: write DIM=VALUE, e.g. --where feature=summarize")
-        where.append((dimension(name), value))
-    since = parse_instant(args.since, now=now, tz=args.tz) if args.since else now - DEFAULT_SINCE
-    until = parse_instant(args.until, now=now, tz=args.tz) if args.until else None
-    return UsageQuery(group_by=[dimension(name) for name in args.group_by], since=since, until=until,
-                      every=args.every, tz=args.tz, where=where, limit=args.limit)
+    return usage_query(group_by=args.group_by, since=args.since, until=args.until, every=args.every, tz=args.tz,
+                       where=args.where, limit=args.limit, now=now)
 
 
 def _handle(args: argparse.Namespace) -> int:

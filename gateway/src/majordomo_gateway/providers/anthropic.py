@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import orjson
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult, swap_headers
 from majordomo_gateway.providers.sse import (
     Counts,
     SSEFramer,
@@ -104,9 +104,17 @@ def _parse_body(body: bytes, *, count_usage: bool) -> UsageResult:
         return UsageResult()
     usage = obj.get("usage")
     result = _result(usage if isinstance(usage, Mapping) else None, obj.get("model"), count_usage=count_usage)
+    _describe(result, obj.get("id"), obj.get("stop_reason"))
     if obj.get("type") == "error" or obj.get("error"):
         result.error = error_text(obj.get("error"))
     return result
+
+
+def _describe(result: UsageResult, answer_id: object, stop_reason: object) -> None:
+    if isinstance(answer_id, str):
+        result.response_id = answer_id
+    if isinstance(stop_reason, str):
+        result.finish_reasons = [stop_reason]
 
 
 def _data_type(block: bytes) -> bytes | None:
@@ -126,7 +134,8 @@ class _AnthropicStreamParser:
     """Decodes only ``message_start``, ``message_delta`` and ``error`` events, one or two per
     stream; text deltas, the bulk of it, are recognised by their first bytes and skipped."""
 
-    __slots__ = ("_count_usage", "_delta_usage", "_error", "_framer", "_request_model", "_start", "ended")
+    __slots__ = ("_count_usage", "_delta_usage", "_error", "_framer", "_request_model", "_start", "_stop_reason",
+                 "ended")
 
     def __init__(self, request: RequestInfo, count_usage: bool) -> None:
         self._framer = SSEFramer()
@@ -136,6 +145,7 @@ class _AnthropicStreamParser:
         # concern; applied over message_start's usage in finish.
         self._delta_usage: dict[str, object] | None = None
         self._error: bytes | None = None
+        self._stop_reason: object = None
         self._request_model = request.model
         self._count_usage = count_usage
 
@@ -156,6 +166,9 @@ class _AnthropicStreamParser:
         if name == _MESSAGE_DELTA:
             delta = json_object(parse_event(block)[1])
             usage = delta.get("usage") if delta is not None else None
+            about = delta.get("delta") if delta is not None else None
+            if isinstance(about, Mapping) and about.get("stop_reason") is not None:
+                self._stop_reason = about.get("stop_reason")
             if isinstance(usage, Mapping):
                 # Counts in message_delta are cumulative; a field it omits (or nulls) keeps the
                 # value it had before.
@@ -180,12 +193,14 @@ class _AnthropicStreamParser:
             self._see(rest)
 
         model: object = None
+        answer_id: object = None
         merged: dict[str, object] | None = None
         start = json_object(parse_event(self._start)[1]) if self._start is not None else None
         if start is not None:
             message = start.get("message")
             if isinstance(message, Mapping):
                 model = message.get("model")
+                answer_id = message.get("id")
                 usage = message.get("usage")
                 if isinstance(usage, Mapping):
                     merged = dict(usage)
@@ -193,6 +208,7 @@ class _AnthropicStreamParser:
             merged = {**merged, **self._delta_usage} if merged is not None else self._delta_usage
 
         result = _result(merged, model, count_usage=self._count_usage)
+        _describe(result, answer_id, self._stop_reason)
         if result.model is None:
             result.model = self._request_model
         if self._error is not None:
@@ -245,6 +261,11 @@ class AnthropicProvider:
             return None
         scheme, _, token = auth.strip().partition(" ")
         return token.strip() or None if scheme.lower() == "bearer" else None
+
+    def with_credential(self, headers: Sequence[tuple[str, str]], query: bytes,
+                        secret: str) -> tuple[list[tuple[str, str]], bytes]:
+        # The SDK sends x-api-key; OpenAI-style clients of the anthropic-openai route a bearer token.
+        return swap_headers(headers, {"x-api-key": secret, "authorization": f"Bearer {secret}"}), query
 
     def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
         error: dict[str, object] = {"type": _ERROR_TYPES.get(status, "api_error"), "message": message,

@@ -8,7 +8,7 @@ reported.  Adding a provider means adding one module that implements this and re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -39,6 +39,10 @@ class UsageResult:
     #: Set instead of ``usage`` when the response reported usage that is not usage (a negative,
     #: fractional, huge or non-numeric count): what was wrong, with the raw values.
     invalid_usage: str | None = None
+    #: the provider's id for the answer and why it ended (traces' gen_ai.response.id and
+    #: gen_ai.response.finish_reasons), when the response says
+    response_id: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
 
 
 class StreamUsageParser(Protocol):
@@ -94,6 +98,12 @@ class Provider(Protocol):
         """The provider API key the client sent (headers are lower-cased), or None."""
         ...
 
+    def with_credential(self, headers: Sequence[tuple[str, str]], query: bytes,
+                        secret: str) -> tuple[list[tuple[str, str]], bytes]:
+        """The client's headers and query with ``secret`` wherever ``credential`` looks for the
+        caller's key: how a proxy key (``mdm_pk_...``) is replaced by the stored provider key."""
+        ...
+
     def bills(self, path: str) -> bool:
         """True when the answer to ``path`` reports tokens this request is billed for (usage is
         counted); False for endpoints that count or retrieve (usage, if any, is ignored)."""
@@ -122,3 +132,8 @@ class Provider(Protocol):
     def stream_parser(self, path: str, request: RequestInfo) -> StreamUsageParser:
         """A fresh parser for one streamed response."""
         ...
+
+
+def swap_headers(headers: Sequence[tuple[str, str]], values: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``headers`` with the value of each one named in ``values`` (by lower-case name) replaced."""
+    return [(name, values.get(name.lower(), value)) for name, value in headers]

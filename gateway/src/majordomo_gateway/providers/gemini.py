@@ -8,13 +8,13 @@ base URL is ``GEMINI_OPENAI_BASE_URL`` below (the built-in provider ``gemini_ope
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import orjson
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult, swap_headers
 from majordomo_gateway.providers.sse import Counts, SSEFramer, error_text, json_object, parse_event
 from majordomo_gateway.usage import InvalidUsage, Usage
 
@@ -107,10 +107,23 @@ def _result_from_objects(
         result.model = next(
             (m for m in map(_model_version, reversed(objects)) if m is not None), fallback_model
         )
+    _describe(result, objects)
     if objects and objects[-1].get("error"):
         # An error ends the stream, so only the last object can be one.
         result.error = error_text(objects[-1]["error"])
     return result
+
+
+def _describe(result: UsageResult, objects: list[dict[str, object]]) -> None:
+    """responseId (every chunk has it) and the last chunk's candidates' finishReason."""
+    for obj in reversed(objects):
+        answer_id = obj.get("responseId")
+        if isinstance(answer_id, str) and result.response_id is None:
+            result.response_id = answer_id
+        candidates = obj.get("candidates")
+        if isinstance(candidates, list) and not result.finish_reasons:
+            result.finish_reasons = [c["finishReason"] for c in candidates
+                                     if isinstance(c, Mapping) and isinstance(c.get("finishReason"), str)]
 
 
 def _decode_elements(piece: bytes) -> list[dict[str, object]]:
@@ -302,6 +315,14 @@ class GeminiProvider:
 
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return headers.get("x-goog-api-key") or query.get("key") or None
+
+    def with_credential(self, headers: Sequence[tuple[str, str]], query: bytes,
+                        secret: str) -> tuple[list[tuple[str, str]], bytes]:
+        # google-genai sends x-goog-api-key; REST examples and older clients put ?key= in the URL.
+        if query:
+            value = b"key=" + quote(secret, safe="").encode("ascii")
+            query = b"&".join(value if part.startswith(b"key=") else part for part in query.split(b"&"))
+        return swap_headers(headers, {"x-goog-api-key": secret}), query
 
     def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
         # Google's error model: a numeric code, a status name, and the reason in an ErrorInfo detail

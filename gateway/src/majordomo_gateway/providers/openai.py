@@ -7,12 +7,12 @@ surfaces are recognised by the end of the path and usage by the shape of the ``u
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import orjson
 
-from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult
+from majordomo_gateway.providers.base import RequestInfo, StreamUsageParser, UsageResult, swap_headers
 from majordomo_gateway.providers.sse import (
     Counts,
     SSEFramer,
@@ -122,6 +122,7 @@ def _result_from_object(obj: Mapping[str, object], *, count_usage: bool) -> Usag
         # A Responses API streaming event wraps the response object.
         target = response
     result.model = _model_name(target.get("model"))
+    _describe(result, target)
     tier = target.get("service_tier")
     if isinstance(tier, str):
         # Flex and priority processing are priced differently from the default tier.
@@ -136,6 +137,23 @@ def _result_from_object(obj: Mapping[str, object], *, count_usage: bool) -> Usag
     if error:
         result.error = error_text(error)
     return result
+
+
+def _describe(result: UsageResult, target: Mapping[str, object]) -> None:
+    """The answer's id and why it ended: Chat's choices' finish_reason, the Responses API's status."""
+    answer_id = target.get("id")
+    if isinstance(answer_id, str):
+        result.response_id = answer_id
+    choices = target.get("choices")
+    if isinstance(choices, list):
+        result.finish_reasons = [c["finish_reason"] for c in choices
+                                 if isinstance(c, Mapping) and isinstance(c.get("finish_reason"), str)]
+    elif target.get("object") == "response":
+        details = target.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, Mapping) else None
+        status = target.get("status")
+        if isinstance(reason, str) or isinstance(status, str):
+            result.finish_reasons = [reason if isinstance(reason, str) else str(status)]
 
 
 def _error_of(obj: Mapping[str, object]) -> object:
@@ -154,11 +172,14 @@ class _OpenAIStreamParser:
     ``.failed``/``.incomplete``).  Either way it is the last such event that counts.
     """
 
-    __slots__ = ("_count_usage", "_error_block", "_first", "_framer", "_request_model", "_usage_block", "ended")
+    __slots__ = ("_count_usage", "_error_block", "_finish_block", "_first", "_framer", "_request_model",
+                 "_usage_block", "ended")
 
     def __init__(self, request: RequestInfo, count_usage: bool) -> None:
         self._framer = SSEFramer()
         self.ended = False
+        # The chunk saying why the answer ended (Chat streams put it before the usage-only chunk).
+        self._finish_block: bytes | None = None
         self._usage_block: bytes | None = None
         self._error_block: bytes | None = None
         # The first event names the model even when the stream never reports usage.
@@ -173,6 +194,8 @@ class _OpenAIStreamParser:
     def _see(self, block: bytes) -> None:
         if self._first is None and b'"model"' in block:
             self._first = block
+        if _FINISH in block or _FINISH_SPACED in block:
+            self._finish_block = block
         if has_object_value(block, b'"usage"'):
             self._usage_block = block
             if block.startswith(_FINAL_STARTS):
@@ -200,10 +223,20 @@ class _OpenAIStreamParser:
             obj = json_object(parse_event(self._error_block)[1])
             if obj is not None:
                 result.error = _result_from_object(obj, count_usage=False).error
+        if not result.finish_reasons and self._finish_block is not None and self._finish_block is not source:
+            obj = json_object(parse_event(self._finish_block)[1])
+            if obj is not None:
+                finished = UsageResult()
+                _describe(finished, obj)
+                result.finish_reasons = finished.finish_reasons
+                result.response_id = result.response_id or finished.response_id
         if result.model is None:
             result.model = self._request_model
         return result
 
+
+_FINISH = b'"finish_reason":"'
+_FINISH_SPACED = b'"finish_reason": "'
 
 # How an error event starts: Chat's `data: {"error":...}`, the Responses API's `error` event
 # (named, or not when a relay drops `event:` lines), and `response.failed`, whose usage may be
@@ -285,6 +318,10 @@ class OpenAIProvider:
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return _bearer(headers.get("authorization"))
 
+    def with_credential(self, headers: Sequence[tuple[str, str]], query: bytes,
+                        secret: str) -> tuple[list[tuple[str, str]], bytes]:
+        return swap_headers(headers, {"authorization": f"Bearer {secret}"}), query
+
     def error_body(self, status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
         return _error_body(status, code, message, extra)
 
@@ -318,8 +355,13 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_exceeded"}
 
 
+# Codes that are their own type (the issue's `{"error": {"type": "budget_exceeded", ...}}`).
+_CODE_TYPES = {"budget_exceeded": "budget_exceeded"}
+
+
 def _error_body(status: int, code: str, message: str, extra: Mapping[str, object]) -> bytes:
-    error: dict[str, object] = {"message": message, "type": _ERROR_TYPES.get(status, "server_error"),
+    error_type = _CODE_TYPES.get(code) or _ERROR_TYPES.get(status, "server_error")
+    error: dict[str, object] = {"message": message, "type": error_type,
                                 "param": None, "code": code}
     error.update(extra)
     return orjson.dumps({"error": error})

@@ -30,8 +30,8 @@ def neutral_error_body(status: int, code: str, message: str, extra: Mapping[str,
 
 
 _NEUTRAL_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                  413: "request_too_large", 502: "upstream_error", 503: "service_unavailable",
-                  504: "upstream_timeout"}
+                  408: "timeout_error", 413: "request_too_large", 431: "request_too_large",
+                  502: "upstream_error", 503: "service_unavailable", 504: "upstream_timeout"}
 
 
 async def send_json(send: Send, status: int, body: bytes,
@@ -53,7 +53,8 @@ class GatewayError(Exception):
     """
 
     def __init__(self, status: int, code: str, message: str, *, provider: str | None = None,
-                 record_message: str | None = None, retry_after: int | None = None) -> None:
+                 record_message: str | None = None, retry_after: int | None = None,
+                 details: Mapping[str, object] | None = None, should_retry: bool | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -61,9 +62,16 @@ class GatewayError(Exception):
         self.provider = provider
         self.record_message = record_message
         self.retry_after = retry_after
+        #: further fields of the error object (a budget's scope, limit, spend, reset time)
+        self.details = details
+        #: False sends ``x-should-retry: false``, which the OpenAI and Anthropic SDKs obey: a used-up
+        #: budget stays used up, and retrying would only add refusals
+        self.should_retry = should_retry
 
     def body(self, shape: ErrorShape | None) -> bytes:
         extra: dict[str, object] = {} if self.provider is None else {"provider": self.provider}
+        if self.details:
+            extra.update(self.details)
         if shape is None:
             return neutral_error_body(self.status, self.code, self.message, extra)
         return shape.error_body(self.status, self.code, self.message, extra)
@@ -72,4 +80,6 @@ class GatewayError(Exception):
                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
         if self.retry_after is not None:
             extra_headers = [*(extra_headers or ()), (b"retry-after", str(self.retry_after).encode())]
+        if self.should_retry is not None:
+            extra_headers = [*(extra_headers or ()), (b"x-should-retry", b"true" if self.should_retry else b"false")]
         await send_json(send, self.status, self.body(shape), extra_headers)

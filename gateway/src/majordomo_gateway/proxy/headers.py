@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # RFC 9110 §7.6.1 connection-specific headers, plus those the HTTP client sets from the body/URL.
 HOP_BY_HOP = frozenset({
@@ -54,13 +55,30 @@ _CANONICAL: dict[str, str] = {}
 _CANONICAL_MAX = 4096
 
 
-def split_headers(raw: list[tuple[bytes, bytes]], *, max_metadata: int, max_value_bytes: int) -> ClientHeaders:
+class HeaderLimits(Protocol):
+    """What one request's X-Majordomo-* headers may hold: ``ProxySettings`` (the ``proxy.*``
+    settings of these names).  Together they bound a row; tests/gateway/test_row_limits.py checks
+    that the largest row they allow fits a spool record (storage/spool.py, MAX_RECORD_BYTES)."""
+
+    @property
+    def max_metadata_headers(self) -> int: ...
+    @property
+    def max_metadata_value_bytes(self) -> int: ...
+    @property
+    def max_metadata_name_bytes(self) -> int: ...
+    @property
+    def max_metadata_total_bytes(self) -> int: ...
+    @property
+    def max_provider_alias_bytes(self) -> int: ...
+
+
+def split_headers(raw: list[tuple[bytes, bytes]], limits: HeaderLimits) -> ClientHeaders:
     result = ClientHeaders()
     connection_tokens = _connection_tokens(raw)
+    metadata_bytes = 0
     for name, value in raw:
         if name.startswith(MAJORDOMO_PREFIX):
-            _take_majordomo(result, name[len(MAJORDOMO_PREFIX):].decode("latin-1"), value,
-                            max_metadata, max_value_bytes)
+            metadata_bytes += _take_majordomo(result, name[len(MAJORDOMO_PREFIX):], value, limits, metadata_bytes)
             continue
         if name in _NOT_FORWARDED or name in connection_tokens:
             continue
@@ -92,24 +110,43 @@ def _looks_majordomo(name: bytes) -> bool:
     return name.replace(b"_", b"-").startswith(MAJORDOMO_PREFIX)
 
 
-def _take_majordomo(result: ClientHeaders, suffix: str, value: bytes, max_metadata: int,
-                    max_value_bytes: int) -> None:
-    text = value.decode("utf-8", "replace")
+def _take_majordomo(result: ClientHeaders, raw_suffix: bytes, value: bytes, limits: HeaderLimits,
+                    metadata_bytes: int) -> int:
+    """Take one X-Majordomo-* header; returns the bytes it adds to the metadata."""
+    suffix = raw_suffix.decode("latin-1")
     if suffix == KEY_HEADER:
-        result.majordomo_key = text.strip()
-    elif suffix == PROVIDER_HEADER:
-        result.provider = text
-    elif suffix == ALIAS_HEADER:
-        result.provider_alias = text
-    elif suffix:
-        if len(value) > max_value_bytes:
-            raise MetadataError(
-                f"header X-Majordomo-{canonical_name(suffix)} is {len(value)} bytes; "
-                f"the limit is {max_value_bytes}"
-            )
-        result.metadata[canonical_name(suffix)] = text
-        if len(result.metadata) > max_metadata:
-            raise MetadataError(f"more than {max_metadata} X-Majordomo-* metadata headers")
+        result.majordomo_key = value.decode("utf-8", "replace").strip()
+        return 0
+    if suffix == PROVIDER_HEADER:
+        result.provider = value.decode("utf-8", "replace")
+        return 0
+    if suffix == ALIAS_HEADER:
+        if len(value) > limits.max_provider_alias_bytes:
+            raise MetadataError(f"header X-Majordomo-Provider-Alias is {len(value)} bytes; the limit is "
+                                f"{limits.max_provider_alias_bytes} (proxy.max_provider_alias_bytes)")
+        result.provider_alias = value.decode("utf-8", "replace")
+        return 0
+    if not suffix:
+        return 0
+    if len(raw_suffix) > limits.max_metadata_name_bytes:
+        # Checked before the name is canonicalised (and cached) or shown whole.
+        raise MetadataError(f"metadata header name X-Majordomo-{suffix[:40]}... is {len(raw_suffix)} bytes after "
+                            f"X-Majordomo-; the limit is {limits.max_metadata_name_bytes} "
+                            "(proxy.max_metadata_name_bytes)")
+    name = canonical_name(suffix)
+    if len(value) > limits.max_metadata_value_bytes:
+        raise MetadataError(f"header X-Majordomo-{name} is {len(value)} bytes; "
+                            f"the limit is {limits.max_metadata_value_bytes} (proxy.max_metadata_value_bytes)")
+    added = len(raw_suffix) + len(value)
+    if metadata_bytes + added > limits.max_metadata_total_bytes:
+        raise MetadataError(f"X-Majordomo-* metadata totals more than {limits.max_metadata_total_bytes} bytes "
+                            "(names after X-Majordomo- and values); the limit is "
+                            f"{limits.max_metadata_total_bytes} (proxy.max_metadata_total_bytes)")
+    result.metadata[name] = value.decode("utf-8", "replace")
+    if len(result.metadata) > limits.max_metadata_headers:
+        raise MetadataError(f"more than {limits.max_metadata_headers} X-Majordomo-* metadata headers; the limit is "
+                            f"{limits.max_metadata_headers} (proxy.max_metadata_headers)")
+    return added
 
 
 def _decodable_only(value: str) -> str:

@@ -24,10 +24,11 @@ def meter(ex: Exchange) -> None:
     record, route = ex.record, ex.route
     assert record is not None and route is not None
     if ex.parser is not None:
-        apply_result(record, route, ex.parser.finish(), ex.upstream_path)
+        ex.result = ex.parser.finish()
+        apply_result(record, route, ex.result, ex.upstream_path)
     elif ex.captured:
         body = ex.captured[0] if len(ex.captured) == 1 else b"".join(ex.captured)
-        apply_body(record, route, ex.upstream_path, body, ex.truncated)
+        ex.result = apply_body(record, route, ex.upstream_path, body, ex.truncated)
     if ex.upstream_broken is not None:
         record.error_message = truncate_message(
             ex.upstream_broken + (f"; {record.error_message}" if record.error_message else ""))
@@ -50,16 +51,20 @@ def apply_result(record: RequestRecord, route: Route, result: UsageResult, upstr
         record.usage_source = "missing"
 
 
-def apply_body(record: RequestRecord, route: Route, upstream_path: bytes, body: bytes, truncated: bool) -> None:
-    """A whole (non-streamed) body: usage when the answer is a success, else its error text."""
+def apply_body(record: RequestRecord, route: Route, upstream_path: bytes, body: bytes,
+               truncated: bool) -> UsageResult | None:
+    """A whole (non-streamed) body: usage when the answer is a success, else its error text.
+    Returns what the body said, when it was parsed."""
     if record.status_code >= 400:
         record.error_message = truncate_message(body.decode("utf-8", "replace"))
-        return
+        return None
     if truncated:
         record.usage_source = "missing"
-        return
+        return None
     path = upstream_path.decode("latin-1")
-    apply_result(record, route, route.provider.parse_response(path, body), upstream_path)
+    result = route.provider.parse_response(path, body)
+    apply_result(record, route, result, upstream_path)
+    return result
 
 
 def price(record: RequestRecord, prices: PriceBook) -> None:

@@ -70,6 +70,8 @@ async def relay(ex: Exchange, response: UpstreamAnswer, limits: ProxySettings) -
     record, route = ex.record, ex.route
     assert record is not None and route is not None
     record.status_code = response.status
+    if response.status >= 500 or response.status == 429:
+        ex.upstream_error = "http_429" if response.status == 429 else "http_5xx"
     content_type = response.content_type.decode("latin-1")
     streamed = ex.request_info.stream or content_type.startswith("text/event-stream")
     record.streamed = streamed
@@ -100,9 +102,11 @@ async def relay_whole(ex: Exchange, response: UpstreamAnswer, out_headers: list[
     except UpstreamError as exc:
         # Nothing has reached the client yet, so it can get a clean error instead of a cut body.
         assert ex.route is not None
+        ex.upstream_error = "broken"
         raise GatewayError(502, "upstream_broken",
                            f"The {ex.route.name} upstream closed the connection before its response was complete.",
                            provider=ex.route.name, record_message=f"upstream response broken: {exc}") from exc
+    ex.upstream_ended = time.perf_counter()
     send = ex.send
     await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -193,6 +197,7 @@ async def relay_stream(ex: Exchange, response: UpstreamAnswer, out_headers: list
         record.aborted = not state.delivered
         raise
     finally:
+        ex.upstream_ended = time.perf_counter()
         response.set_sink(None)
         if capture is not None:
             ex.truncated = capture.size >= capture_limit
@@ -257,9 +262,11 @@ async def _pump(ex: Exchange, response: UpstreamAnswer, state: _Stream, decode: 
             chunk = await readany()
         except UpstreamTimeout:
             ex.upstream_broken = "upstream stream timed out"
+            ex.upstream_error = "timeout"
             break
         except UpstreamBroken as exc:
             ex.upstream_broken = f"upstream stream broken: {exc}"
+            ex.upstream_error = "broken"
             break
         if not chunk:
             break

@@ -5,8 +5,8 @@ arrives", and aiohttp's response machinery (StreamReader, multidict headers, URL
 tracing hooks) was the largest single item in the gateway's profile (figures in
 docs/stack-choice.md, "Revisited").  This client keeps what a relay needs (TLS with
 the system trust store, connect and read timeouts, keep-alive reuse with one retry on a stale
-connection, backpressure, a short DNS cache) and nothing else; docs/stack-choice.md and docs/performance.md
-have the measurements.
+connection for idempotent methods, backpressure, a short DNS cache) and nothing else;
+docs/stack-choice.md and docs/performance.md have the measurements.
 
     client = UpstreamClient(connect_timeout=10, read_timeout=600)
     response = await client.request(origin, "POST", b"/v1/chat/completions", headers, body)
@@ -15,7 +15,8 @@ have the measurements.
     response.release()                 # back to the pool when complete, else closed
 
 Errors: UpstreamConnectError (no connection), UpstreamTimeout (connect or read), UpstreamBroken
-(the connection closed or spoke bad HTTP before the body was complete).
+(the connection closed before the body was complete), UpstreamProtocolError (an UpstreamBroken:
+bad HTTP, a 101, a 204/304 announcing a body).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ _HIGH_WATER = 256 * 1024
 # (OpenAI and Anthropic after about a minute), and a write into a dropped one costs a retry.
 DEFAULT_KEEPALIVE_SECONDS = 15.0
 _MAX_IDLE_PER_ORIGIN = 256
+# Methods a retry may send twice (RFC 9110 §9.2.2).  Any other (a POST above all: a provider may
+# have billed it) is sent once: when a reused connection breaks before the answer, the upstream
+# may have read the request, so the error goes to the client instead of a second attempt.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Resolved addresses are reused this long: a burst of new connections costs one lookup, not one
 # getaddrinfo (a thread-pool round trip, or a slow resolver) each.
 DNS_TTL_SECONDS = 60.0
@@ -59,6 +64,11 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamBroken(UpstreamError):
     pass
+
+
+class UpstreamProtocolError(UpstreamBroken):
+    """The upstream's answer is not one HTTP allows to be relayed: a 101 (it switched protocols),
+    a 204 or 304 announcing a body, or bytes that do not parse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +129,11 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.reusable = False
-            response._fail(UpstreamBroken("upstream switched protocols"))
+            response._fail(UpstreamProtocolError("upstream switched protocols"))
+            self.close()
         except httptools.HttpParserError as exc:
             self.reusable = False
-            response._fail(UpstreamBroken(f"upstream sent malformed HTTP: {exc}"))
+            response._fail(UpstreamProtocolError(f"upstream sent malformed HTTP: {exc}"))
             self.close()
         if response._sink is not None:
             response._deliver()
@@ -235,7 +246,11 @@ class UpstreamResponse:
 
     # -- fed by the connection ----------------------------------------------------------------
     def _head_complete(self, status: int) -> None:
-        if 100 <= status < 200 and status != 101:
+        if 100 <= status < 200:
+            if status == 101:
+                # A request of ours never asks to upgrade: what follows is not HTTP.
+                self._refuse(f"upstream answered {status} Switching Protocols")
+                return
             self._interim = True  # 100 Continue and friends: the real head follows
             return
         self.status = status
@@ -255,6 +270,12 @@ class UpstreamResponse:
                 self.content_encoding = value.lower()
             elif lower == b"transfer-encoding" and b"chunked" in value.lower():
                 chunked = True
+        if status in (204, 304) and (chunked or (length is not None and length > 0)):
+            # No body may follow (RFC 9110 §6.4.1): relayed, the client would wait for bytes that
+            # never come, or take them for the next answer.
+            self._refuse(f"upstream answered {status} with a body ("
+                         + ("Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}") + ")")
+            return
         self.content_length = length
         self._until_close = length is None and not chunked and status not in (204, 304)
         if self._head_only or status in (204, 304):
@@ -264,6 +285,12 @@ class UpstreamResponse:
             self._complete()
         if not self._head.done():
             self._head.set_result(None)
+
+    def _refuse(self, reason: str) -> None:
+        """The answer cannot be relayed: the request fails with ``reason``, the connection goes."""
+        self._conn.reusable = False
+        self._fail(UpstreamProtocolError(reason))
+        self._conn.close()
 
     def _feed(self, body: bytes) -> None:
         self._buffer.append(body)
@@ -470,9 +497,11 @@ class UpstreamClient:
                 await response._head
             except UpstreamBroken:
                 response.release()
-                if reused and not response._got_bytes:
-                    # The server dropped a pooled connection as we reused it; it never saw the
-                    # request, so one retry on a new connection is safe.
+                if reused and not response._got_bytes and method in IDEMPOTENT_METHODS:
+                    # The server dropped a pooled connection as we reused it.  Whether it read the
+                    # request first cannot be known, so only a request that may be sent twice is
+                    # retried, once, on a new connection.  (A connection the server had closed
+                    # before we picked it is never used: _idle_connection skips it.)
                     conn, reused = None, False
                     continue
                 raise

@@ -80,6 +80,8 @@ class UsageQuery:
     tz: str = "UTC"
     where: Sequence[tuple[Dimension, str]] = ()
     limit: int | None = None
+    #: only the requests of keys this user owns (a member's view in the dashboard); None: every key
+    owner_user_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.every is not None and self.every not in PERIODS:
@@ -106,7 +108,7 @@ class UsageReport:
     totals: dict[str, Any] = field(default_factory=dict)
 
 
-class _Statement:
+class Statement:
     """SQL text and its parameters, numbered ($1) for PostgreSQL or positional (?) for SQLite."""
 
     def __init__(self, numbered: bool) -> None:
@@ -118,47 +120,59 @@ class _Statement:
         return f"${len(self.args)}" if self.numbered else "?"
 
 
-def _expression(dim: Dimension, statement: _Statement) -> str:
+def expression(dim: Dimension, statement: Statement) -> str:
     if dim.kind == "column":
         return dim.source
     return f"(r.raw_metadata ->> {statement.param(dim.source)})"
 
 
-def _time_value(moment: datetime, postgres: bool) -> Any:
+def time_value(moment: datetime, postgres: bool) -> Any:
     # SQLite stores ISO text in UTC (storage/sqlite.py); compared as text, that orders correctly.
     return moment if postgres else moment.astimezone(UTC).isoformat()
 
 
-def _bucket(query: UsageQuery, statement: _Statement) -> str:
+def _bucket(query: UsageQuery, statement: Statement) -> str:
     every, tz = statement.param(query.every), statement.param(query.tz)
     if statement.numbered:
         return f"date_trunc({every}, r.requested_at AT TIME ZONE {tz}) AS bucket"
     return f"majordomo_bucket(r.requested_at, {every}, {tz}) AS bucket"
 
 
-def _conditions(query: UsageQuery, statement: _Statement) -> list[str]:
+def filter_clauses(statement: Statement, *, since: datetime | None, until: datetime | None,
+                   where: Sequence[tuple[Dimension, str]], owner_user_id: str | None) -> list[str]:
+    """The WHERE conditions shared by reports and the request log (llm_requests is ``r``)."""
     postgres = statement.numbered
-    conditions: list[str] = []
-    if query.since is not None:
-        conditions.append(f"r.requested_at >= {statement.param(_time_value(query.since, postgres))}")
-    if query.until is not None:
-        conditions.append(f"r.requested_at < {statement.param(_time_value(query.until, postgres))}")
-    for dim, value in query.where:
+    clauses: list[str] = []
+    if owner_user_id is not None:
+        clauses.append(owner_condition(owner_user_id, statement))
+    if since is not None:
+        clauses.append(f"r.requested_at >= {statement.param(time_value(since, postgres))}")
+    if until is not None:
+        clauses.append(f"r.requested_at < {statement.param(time_value(until, postgres))}")
+    for dim, value in where:
         if dim.source == "r.status_code":
-            conditions.append(f"r.status_code = {statement.param(int(value))}")
+            clauses.append(f"r.status_code = {statement.param(int(value))}")
         else:
-            conditions.append(f"{_expression(dim, statement)} = {statement.param(value)}")
-    return conditions
+            clauses.append(f"{expression(dim, statement)} = {statement.param(value)}")
+    return clauses
+
+
+def owner_condition(user_id: str, statement: Statement) -> str:
+    """Rows of keys owned by ``user_id`` (compared as text: a mistyped id matches nothing)."""
+    owner = "k2.owner_user_id::text" if statement.numbered else "k2.owner_user_id"
+    return (f"r.majordomo_api_key_id IN (SELECT k2.id FROM api_keys k2 WHERE {owner} = "
+            f"{statement.param(user_id)})")
 
 
 def build_sql(query: UsageQuery, dialect: str) -> tuple[str, list[Any]]:
     """The statement and its arguments for ``dialect`` ("sqlite" or "postgres")."""
-    statement = _Statement(numbered=dialect == "postgres")
+    statement = Statement(numbered=dialect == "postgres")
     selected = [_bucket(query, statement)] if query.every is not None else []
-    selected += [f"{_expression(dim, statement)} AS g{index}" for index, dim in enumerate(query.group_by)]
+    selected += [f"{expression(dim, statement)} AS g{index}" for index, dim in enumerate(query.group_by)]
     groups = len(selected)
     selected.extend(_AGGREGATES)
-    conditions = _conditions(query, statement)
+    conditions = filter_clauses(statement, since=query.since, until=query.until, where=query.where,
+                                owner_user_id=query.owner_user_id)
     uses_key = any(d.source == "k.name" for d in [*query.group_by, *(w for w, _ in query.where)])
     sql = "SELECT " + ", ".join(selected) + " FROM llm_requests r"
     if uses_key:

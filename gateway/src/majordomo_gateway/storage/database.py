@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from majordomo_gateway.storage.admin import AuditTable, SessionTable, UserTable
+from majordomo_gateway.storage.budgets import BudgetTable
+from majordomo_gateway.storage.changes import ChangeFeed
 from majordomo_gateway.storage.columns import cost_value
 from majordomo_gateway.storage.errors import DatabaseUnavailable
 from majordomo_gateway.storage.migration import MIGRATIONS_DIR, Migration, load_migrations
@@ -31,8 +33,10 @@ from majordomo_gateway.storage.records import (
 )
 
 __all__ = [
-    "MIGRATIONS_DIR", "AdminStore", "Connection", "CostStore", "CostUpdate", "Database", "DatabaseUnavailable",
-    "InsertResult", "KeyStore", "LoggingDatabase", "Migration", "RequestLog", "UnpricedModel", "UsageRow", "cost_value",
+    "MIGRATIONS_DIR", "AdminStore", "BudgetStore", "Connection", "CostStore", "CostUpdate", "Database",
+    "DatabaseUnavailable",
+    "InsertResult", "KeyChanges", "KeyStore", "LoggingDatabase", "Migration", "RequestLog", "UnpricedModel",
+    "UsageRow", "cost_value",
     "load_migrations", "open_database", "sqlite_path",
 ]
 
@@ -128,7 +132,20 @@ class AdminStore(Protocol):
     audit: AuditTable
 
 
-class Database(LoggingDatabase, KeyStore, CostStore, ReportStore, ProxyKeyStore, AdminStore, Protocol):
+class BudgetStore(Protocol):
+    """Budgets, their ledger and holds, and rate limits (storage/budgets.py)."""
+
+    budgets: BudgetTable
+
+
+class KeyChanges(Protocol):
+    """How a process learns that another changed a key or a proxy key (storage/changes.py)."""
+
+    def change_feed(self) -> ChangeFeed: ...
+
+
+class Database(LoggingDatabase, KeyStore, CostStore, ReportStore, ProxyKeyStore, AdminStore, BudgetStore, KeyChanges,
+               Protocol):
     """Every role: what a backend implements."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,26 @@ def load_migrations(dialect: str) -> list[Migration]:
     return migrations
 
 
+_TRIGGER_WITH_BODY = re.compile(r"(?is)^create\s+trigger\b.*\bbegin\b")
+_BODY_END = re.compile(r"(?is)\bend$")
+
+
 def split_statements(sql: str) -> list[str]:
-    """Split a migration into statements (our migrations have no semicolons inside literals)."""
+    """Split a migration into statements (our migrations have no semicolons inside literals).
+
+    A trigger's ``BEGIN ... END`` body holds semicolons of its own: such a statement runs to its
+    ``END;``, not to the first semicolon."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    statements: list[str] = []
+    current = ""
+    for part in "\n".join(lines).split(";"):
+        current = f"{current};{part}" if current else part
+        text = current.strip()
+        if _TRIGGER_WITH_BODY.match(text) and not _BODY_END.search(text):
+            continue
+        if text:
+            statements.append(text)
+        current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements

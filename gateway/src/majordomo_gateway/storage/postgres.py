@@ -10,6 +10,8 @@ import asyncpg
 import orjson
 
 from majordomo_gateway.storage.admin import admin_tables
+from majordomo_gateway.storage.budgets import BudgetTable, Statement, counter_value_sql, match_sql, period_sql
+from majordomo_gateway.storage.changes import PostgresChangeFeed
 from majordomo_gateway.storage.columns import (
     Dialect,
     NamedRow,
@@ -57,6 +59,14 @@ _PG_TYPES: dict[str, str] = {
 assert tuple(_PG_TYPES) == COLUMNS, "keep _PG_TYPES in the column order of RequestRecord"
 
 
+def _timestamp(value: Any) -> datetime | None:
+    return value  # type: ignore[no-any-return]  # asyncpg decodes timestamptz itself
+
+
+DIALECT = Dialect("postgres", numbered_parameters=True, id_text="id::text", returning_keys=True,
+                  decode_time=_timestamp)
+
+
 def _element(index: int, pg_type: str) -> str:
     # ->> yields SQL NULL for JSON null and the unescaped text otherwise; costs arrive as JSON strings
     # (Decimal -> str), so ::numeric keeps every digit.
@@ -67,7 +77,7 @@ _INSERT = (
     f"INSERT INTO llm_requests ({', '.join(COLUMNS)}) "
     f"SELECT {', '.join(_element(i, t) for i, t in enumerate(_PG_TYPES.values()))} "
     "FROM jsonb_array_elements($1::jsonb) AS e "
-    "ON CONFLICT (id) DO NOTHING RETURNING majordomo_api_key_id, requested_at"
+    "ON CONFLICT (id) DO NOTHING RETURNING majordomo_api_key_id, requested_at, model, raw_metadata, total_cost"
 )
 # One statement, one round trip, atomic: insert the batch, then bump each key's counters by the
 # rows that were really new (RETURNING skips replayed duplicates, so counts stay exact).
@@ -77,27 +87,43 @@ _INSERT_AND_COUNT = (
     "FROM inserted WHERE majordomo_api_key_id IS NOT NULL GROUP BY 1), "
     "touched AS (UPDATE api_keys SET request_count = api_keys.request_count + per_key.uses, "
     "last_used_at = GREATEST(api_keys.last_used_at, per_key.last_used) "
-    "FROM per_key WHERE api_keys.id = per_key.key_id RETURNING 1) "
+    "FROM per_key WHERE api_keys.id = per_key.key_id RETURNING 1), "
+    # The budget ledger, from the same rows (storage/budgets.py), in a fixed order so that two
+    # writers adding to the same counters lock them in the same order (no deadlock).
+    "spend AS (INSERT INTO budget_spend (budget_id, scope_value, period_start, spent, requests) "
+    f"SELECT b.id, {counter_value_sql()} AS v, {period_sql(DIALECT)} AS p, coalesce(sum(r.total_cost), 0), "
+    f"count(*) FROM inserted r JOIN budgets b ON {match_sql(DIALECT)} GROUP BY b.id, v, p ORDER BY b.id, v, p "
+    "ON CONFLICT (budget_id, scope_value, period_start) DO UPDATE SET "
+    "spent = budget_spend.spent + excluded.spent, requests = budget_spend.requests + excluded.requests "
+    "RETURNING 1) "
     "SELECT count(*) FROM inserted"
 )
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                       asyncpg.CannotConnectNowError, TimeoutError)
 
 
+# Re-pricing moves each budget counter the row was counted in by the change of its cost (only
+# counters that exist: a row of a period no budget counted stays uncounted).  ``old`` locks the
+# rows, so a concurrent re-price waits and then reads the cost this one wrote.
 _UPDATE_COSTS = (
-    "UPDATE llm_requests AS r SET input_cost = u.input_cost, output_cost = u.output_cost, "
-    "total_cost = u.total_cost, model_alias_found = u.found "
-    "FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::bool[]) "
-    "AS u(id, input_cost, output_cost, total_cost, found) WHERE r.id = u.id"
+    "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::bool[]) "
+    "AS u(id, input_cost, output_cost, total_cost, found)), "
+    "old AS (SELECT r.id, r.total_cost FROM llm_requests r JOIN u ON r.id = u.id ORDER BY r.id FOR UPDATE OF r), "
+    # upd reads old (so old runs first: a row this statement updated could not be locked after)
+    "upd AS (UPDATE llm_requests AS r SET input_cost = u.input_cost, output_cost = u.output_cost, "
+    "total_cost = u.total_cost, model_alias_found = u.found FROM u JOIN old ON old.id = u.id WHERE r.id = u.id "
+    "RETURNING r.id, r.majordomo_api_key_id, r.requested_at, r.model, r.raw_metadata, r.total_cost, "
+    "old.total_cost AS old_cost), "
+    "delta AS (SELECT b.id AS budget_id, " + counter_value_sql() + " AS v, " + period_sql(DIALECT) + " AS p, "
+    "sum(coalesce(r.total_cost, 0) - coalesce(r.old_cost, 0)) AS d "
+    "FROM upd r JOIN budgets b ON " + match_sql(DIALECT) + " GROUP BY 1, 2, 3), "
+    "adjusted AS (UPDATE budget_spend s SET spent = s.spent + delta.d FROM delta "
+    "WHERE s.budget_id = delta.budget_id AND s.scope_value = delta.v AND s.period_start = delta.p "
+    "AND delta.d <> 0 RETURNING 1) "
+    "SELECT count(*) FROM upd"
 )
 
 
-def _timestamp(value: Any) -> datetime | None:
-    return value  # type: ignore[no-any-return]  # asyncpg decodes timestamptz itself
-
-
-DIALECT = Dialect("postgres", numbered_parameters=True, id_text="id::text", returning_keys=True,
-                  decode_time=_timestamp)
 _KEYS = key_queries(DIALECT)
 _UNPRICED = unpriced_models_query(DIALECT)
 
@@ -112,9 +138,27 @@ class PostgresDatabase:
         self._max_size = max_size
         self.proxy_keys = ProxyKeyTable(self, DIALECT, lambda moment: moment)
         self.users, self.sessions, self.audit = admin_tables(self, DIALECT, lambda moment: moment)
+        self.budgets = BudgetTable(self, DIALECT, lambda moment: moment)
+
+    def change_feed(self) -> PostgresChangeFeed:
+        return PostgresChangeFeed(self.url)
 
     async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
         return list(await self._fetch(query.sql, *args))
+
+    async def atomically(self, statements: Sequence[Statement], *, lock_requests: bool = False
+                         ) -> list[list[NamedRow]]:
+        try:
+            async with self._require_pool().acquire() as conn, conn.transaction():
+                if lock_requests:
+                    # SHARE blocks inserts (ROW EXCLUSIVE), not reads: a writer's batch waits, and its
+                    # statement, whose snapshot is taken once it has the lock, sees what we commit.
+                    await conn.execute("LOCK TABLE llm_requests IN SHARE MODE")
+                return [list(await conn.fetch(query.sql, *args)) for query, args in statements]
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise ConstraintViolation(str(exc)) from exc
 
     async def connect(self) -> None:
         if self._pool is not None:
@@ -232,10 +276,10 @@ class PostgresDatabase:
                    [u.total_cost for u in updates], [u.model_alias_found for u in updates])
         try:
             async with self._require_pool().acquire() as conn:
-                status = await conn.execute(_UPDATE_COSTS, *columns)
+                updated: int = await conn.fetchval(_UPDATE_COSTS, *columns)
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
-        return int(status.rsplit(" ", 1)[-1])
+        return updated
 
     async def aggregate(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
         return [dict(row) for row in await self._fetch(sql, *args)]

@@ -339,3 +339,85 @@ class AuditRecord:
         return {"id": self.id, "at": _iso(self.at), "actor": self.actor, "actor_user_id": self.actor_user_id,
                 "action": self.action, "target": self.target, "detail": self.detail,
                 "remote_address": self.remote_address}
+
+
+@dataclass(slots=True, frozen=True)
+class BudgetRecord:
+    """A budget as stored (docs/budgets.md).  ``scope`` is its text (``metadata:User-Id=*``);
+    ``scope_kind``/``scope_key``/``scope_value`` the same, split for matching (budgets/scope.py)."""
+
+    id: str
+    scope: str
+    scope_kind: str
+    scope_key: str | None
+    scope_value: str | None
+    limit_usd: Decimal
+    period: str
+    time_zone: str
+    soft: bool
+    alert_at: tuple[int, ...]
+    webhook: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def per_value(self) -> bool:
+        return self.scope_kind == "metadata" and self.scope_value is None
+
+
+@dataclass(slots=True, frozen=True)
+class BudgetSpend:
+    """One ledger counter: a budget's spend in one period (for ``metadata:<Key>=*``, of one value)."""
+
+    budget_id: str
+    scope_value: str
+    period_start: datetime
+    spent: Decimal
+    requests: int
+
+
+@dataclass(slots=True, frozen=True)
+class BudgetHold:
+    """What one process has admitted against a counter and not yet seen in the ledger."""
+
+    process_id: str
+    budget_id: str
+    scope_value: str
+    period_start: datetime
+    amount: Decimal
+    expires_at: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class BudgetAlert:
+    """A threshold crossed by a counter in a period: sent once (``sent_at``), retried until then."""
+
+    budget_id: str
+    scope_value: str
+    period_start: datetime
+    threshold: int
+    spent: Decimal
+    created_at: datetime
+    sent_at: datetime | None
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class RateLimitRecord:
+    """Requests and/or tokens per minute for a scope (``majordomo limits create``)."""
+
+    id: str
+    scope: str
+    scope_kind: str
+    scope_key: str | None
+    scope_value: str | None
+    rpm: int | None
+    tpm: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def per_value(self) -> bool:
+        return self.scope_kind == "metadata" and self.scope_value is None

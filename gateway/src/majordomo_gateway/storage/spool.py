@@ -18,6 +18,14 @@ A file whose replay found damaged records (other than a torn last record, the no
 crash mid-append) is kept as ``*.damaged``, for inspection; nothing reads it again.  Rows the
 database refused are kept in ``*.rejected`` files (the same framing: rename one to ``.spool`` to
 replay it once the cause is fixed).
+
+The spool never writes a record its replay would refuse: ``append`` writes a row only when its
+encoding decodes back to the very same row and fits ``MAX_RECORD_BYTES``.  A row that does not (an
+integer JSON cannot carry, a NaN that would come back as null, a string that is not valid
+Unicode, a row too big for a record) is returned to the caller, which keeps it in a
+``*.rejected`` file (``set_aside``): there every row is kept with its content, in a lossless
+fallback encoding when the strict one fails (``encode_kept``; such a record is for reading, and
+replay skips it as undecodable).  One such row never costs the rows written with it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -42,7 +51,9 @@ log = logging.getLogger("majordomo.spool")
 
 MAGIC = b"MDR1"
 _HEADER = struct.Struct(">4sII")  # magic, payload length, crc32
-_MAX_RECORD = 16 * 1024 * 1024
+#: the largest record payload replay reads (a larger length field is taken for damage)
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+_MAX_RECORD = MAX_RECORD_BYTES
 SPOOL_SUFFIX = ".spool"
 DAMAGED_SUFFIX = ".damaged"
 REJECTED_SUFFIX = ".rejected"
@@ -64,13 +75,79 @@ class SpoolReadResult:
         return self.damaged - (1 if self.torn_tail else 0)
 
 
+@dataclass(slots=True, frozen=True)
+class Unspoolable:
+    """A row the spool will not write, and why."""
+
+    record: RequestRecord
+    reason: str
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
 def encode(records: Sequence[RequestRecord]) -> bytes:
+    """The records framed, strictly (raises on a row JSON cannot carry)."""
+    return b"".join([_frame(record.to_json()) for record in records])
+
+
+def spoolable(record: RequestRecord) -> tuple[bytes | None, str]:
+    """The row's payload when replay would read back exactly this row; else None and why."""
+    try:
+        payload = record.to_json()
+    except Exception as exc:  # orjson's TypeError mostly; nothing about one row may escape
+        return None, f"cannot be encoded: {exc}"
+    if len(payload) > MAX_RECORD_BYTES:
+        return None, f"encodes to {len(payload)} bytes; a spool record holds at most {MAX_RECORD_BYTES}"
+    try:
+        same = RequestRecord.from_json(payload) == record
+    except Exception as exc:  # e.g. a timestamp that is not one
+        return None, f"would not decode: {type(exc).__name__}: {exc}"
+    if not same:  # NaN comes back as null, a tuple as a list...
+        return None, "would not decode to the same row (a value JSON cannot carry, such as NaN)"
+    return payload, ""
+
+
+def encode_spoolable(records: Sequence[RequestRecord]) -> tuple[bytes, list[Unspoolable]]:
+    """The records replay would read back exactly, framed; and those it would not."""
+    parts: list[bytes] = []
+    refused: list[Unspoolable] = []
+    for record in records:
+        payload, reason = spoolable(record)
+        if payload is None:
+            refused.append(Unspoolable(record, reason))
+        else:
+            parts.append(_frame(payload))
+    return b"".join(parts), refused
+
+
+def encode_kept(records: Sequence[RequestRecord]) -> bytes:
+    """Framed for a ``*.rejected`` file: strictly when possible, else in a lossless fallback
+    (Python's JSON: integers of any size, NaN, escaped lone surrogates, keys made text), so
+    that whatever made the row unusable can still be read there.  Never raises."""
     parts = []
     for record in records:
-        payload = record.to_json()
-        parts.append(_HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)))
-        parts.append(payload)
+        payload, _ = spoolable(record)
+        parts.append(_frame(_fallback_json(record) if payload is None else payload))
     return b"".join(parts)
+
+
+def _fallback_json(record: RequestRecord) -> bytes:
+    values = record.as_tuple()
+    try:
+        return json.dumps(values, default=str, ensure_ascii=True).encode("ascii")
+    except Exception:
+        # e.g. metadata keys that are not even text: keep what repr() says of the row
+        return json.dumps({"unencodable_row": repr(values)}, ensure_ascii=True).encode("ascii")
+
+
+def _oldest_ns(records: Sequence[RequestRecord]) -> int:
+    """For a file name: the oldest row's time, or now when a row's time is not a time."""
+    try:
+        return min(int(r.responded_at.timestamp() * 1_000_000_000) for r in records)
+    except Exception:
+        return time.time_ns()
 
 
 def decode(data: bytes, source: str = "spool") -> SpoolReadResult:
@@ -108,6 +185,26 @@ def decode(data: bytes, source: str = "spool") -> SpoolReadResult:
             break
         pos = next_magic
     return SpoolReadResult(records, damaged, torn)
+
+
+def payloads(data: bytes) -> list[bytes]:
+    """Each whole record's payload, undecoded: how a ``*.rejected`` file's fallback records
+    (``encode_kept``) are read back."""
+    found: list[bytes] = []
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        magic, length, crc = _HEADER.unpack_from(data, pos)
+        start = pos + _HEADER.size
+        payload = data[start:start + length]
+        if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
+            next_magic = data.find(MAGIC, pos + 1)
+            if next_magic < 0:
+                break
+            pos = next_magic
+            continue
+        found.append(payload)
+        pos = start + length
+    return found
 
 
 @dataclass(slots=True)
@@ -157,7 +254,7 @@ class Spool:
 
     def _open(self, records: Sequence[RequestRecord]) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
-        oldest = min(int(r.responded_at.timestamp() * 1_000_000_000) for r in records)
+        oldest = _oldest_ns(records)
         name = f"{oldest:019d}-{os.getpid()}-{secrets.token_hex(4)}{SPOOL_SUFFIX}"
         temporary = self.directory / f".{name}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -173,15 +270,19 @@ class Spool:
         self._fd, self._path, self._bytes = fd, self.directory / name, 0
         return fd
 
-    def append(self, records: Sequence[RequestRecord]) -> None:
+    def append(self, records: Sequence[RequestRecord]) -> list[Unspoolable]:
         """Append and fsync: when this returns the rows survive a crash of the process or the OS.
 
-        On failure (disk full, I/O error) the file is cut back to its last whole record, so a
-        failed append leaves nothing behind and the caller may keep the rows and retry.
+        Returns the rows not written because replay would not read them back as they are (see
+        the module's docstring); the caller keeps them elsewhere.  On failure (disk full, I/O
+        error) the file is cut back to its last whole record, so a failed append leaves nothing
+        behind and the caller may keep the rows and retry.
         """
         if not records:
-            return
-        data = encode(records)
+            return []
+        data, refused = encode_spoolable(records)
+        if not data:
+            return refused
         if self._fd is not None and self._bytes and self._bytes + len(data) > self.max_file_bytes:
             self.rotate()
         fd = self._fd if self._fd is not None else self._open(records)
@@ -198,6 +299,7 @@ class Spool:
                 self._abandon()  # the torn tail stays; replay skips it
             raise
         self._bytes += len(data)
+        return refused
 
     def _abandon(self) -> None:
         if self._fd is not None:
@@ -268,12 +370,13 @@ class Spool:
             return claimed
 
     def set_aside(self, records: Sequence[RequestRecord]) -> Path:
-        """Keep rows the database refuses in a ``*.rejected`` file that replay does not read."""
+        """Keep rows the database refuses, or the spool cannot carry, in a ``*.rejected`` file
+        that replay does not read."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        oldest = min(int(r.responded_at.timestamp() * 1_000_000_000) for r in records)
+        oldest = _oldest_ns(records)
         path = self.directory / f"{oldest:019d}-{os.getpid()}-{secrets.token_hex(4)}{REJECTED_SUFFIX}"
         with open(path, "wb") as file:
-            file.write(encode(records))
+            file.write(encode_kept(records))
             file.flush()
             os.fsync(file.fileno())
         return path

@@ -18,7 +18,10 @@ from typing import Any, TypeVar
 
 import orjson
 
+from majordomo_gateway.periods import period_start_text
 from majordomo_gateway.storage.admin import admin_tables
+from majordomo_gateway.storage.budgets import BudgetTable, Statement, counter_value_sql, match_sql, period_sql
+from majordomo_gateway.storage.changes import SQLiteChangeFeed
 from majordomo_gateway.storage.columns import (
     Dialect,
     NamedRow,
@@ -73,8 +76,29 @@ def _parse_ts(value: Any) -> datetime | None:
 DIALECT = Dialect("sqlite", numbered_parameters=False, id_text="id", returning_keys=False,
                   decode_time=_parse_ts)
 _KEYS = key_queries(DIALECT)
+# The budget ledger, from the rows just inserted (their ids, as a JSON array), in the insert's
+# transaction (storage/budgets.py).
+_COUNT_SPEND = (
+    "INSERT INTO budget_spend (budget_id, scope_value, period_start, spent, requests) "
+    f"SELECT b.id, {counter_value_sql()} AS v, {period_sql(DIALECT)} AS p, coalesce(sum(r.total_cost), 0), "
+    f"count(*) FROM llm_requests r JOIN budgets b ON {match_sql(DIALECT)} "
+    "WHERE r.id IN (SELECT value FROM json_each(?)) GROUP BY b.id, v, p "
+    "ON CONFLICT (budget_id, scope_value, period_start) DO UPDATE SET "
+    "spent = budget_spend.spent + excluded.spent, requests = budget_spend.requests + excluded.requests"
+)
 _UNPRICED = unpriced_models_query(DIALECT)
 _REQUESTED_AT = COLUMNS.index("requested_at")
+# Re-pricing: before the rows change, each budget counter they were counted in moves by the
+# change of their cost (counters that exist only).  ? is a JSON array of [id, new total cost].
+_ADJUST_SPEND = (
+    "UPDATE budget_spend SET spent = spent + delta.d FROM ("
+    f"SELECT b.id AS budget_id, {counter_value_sql()} AS v, {period_sql(DIALECT)} AS p, "
+    "sum(coalesce(CAST(u.value ->> 1 AS NUMERIC), 0) - coalesce(r.total_cost, 0)) AS d "
+    f"FROM json_each(?) u JOIN llm_requests r ON r.id = u.value ->> 0 JOIN budgets b ON {match_sql(DIALECT)} "
+    "GROUP BY 1, 2, 3) AS delta "
+    "WHERE budget_spend.budget_id = delta.budget_id AND budget_spend.scope_value = delta.v "
+    "AND budget_spend.period_start = delta.p AND delta.d <> 0"
+)
 
 
 def _rows(conn: sqlite3.Connection, query: Query, args: Sequence[Any]) -> list[sqlite3.Row]:
@@ -114,9 +138,26 @@ class SQLiteDatabase:
         self._conn: sqlite3.Connection | None = None
         self.proxy_keys = ProxyKeyTable(self, DIALECT, _ts)
         self.users, self.sessions, self.audit = admin_tables(self, DIALECT, _ts)
+        self.budgets = BudgetTable(self, DIALECT, _ts)
 
     async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
         return await self._run(lambda conn: list(_rows(conn, query, args)))
+
+    async def atomically(self, statements: Sequence[Statement], *, lock_requests: bool = False
+                         ) -> list[list[NamedRow]]:
+        # BEGIN IMMEDIATE takes the write lock: no other writer (the row writer included) runs
+        # until COMMIT, which is what lock_requests asks for.
+        def run(conn: sqlite3.Connection) -> list[list[NamedRow]]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results: list[list[NamedRow]] = [list(_rows(conn, query, args)) for query, args in statements]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return results
+
+        return await self._run(run)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._executor is None or self._conn is None:
@@ -145,6 +186,7 @@ class SQLiteDatabase:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.create_function("majordomo_bucket", 3, bucket_start, deterministic=True)
+            conn.create_function("majordomo_period_start", 3, period_start_text, deterministic=True)
             return conn
 
         try:
@@ -162,6 +204,9 @@ class SQLiteDatabase:
         executor.shutdown(wait=True)
         self._conn = None
         self._executor = None
+
+    def change_feed(self) -> SQLiteChangeFeed:
+        return SQLiteChangeFeed(self.path)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -209,12 +254,14 @@ class SQLiteDatabase:
             uses: Counter[str] = Counter()
             last_used: dict[str, str] = {}
             inserted = 0
+            new_ids: list[str] = []
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for row, record in zip(params, records, strict=True):
                     if conn.execute(_INSERT, row).rowcount != 1:
                         continue
                     inserted += 1
+                    new_ids.append(record.id)
                     key_id = record.majordomo_api_key_id
                     if key_id is not None:
                         uses[key_id] += 1
@@ -226,6 +273,8 @@ class SQLiteDatabase:
                         "last_used_at = max(coalesce(last_used_at, ''), ?) WHERE id = ?",
                         (count, last_used[key_id], key_id),
                     )
+                if new_ids:
+                    conn.execute(_COUNT_SPEND, (orjson.dumps(new_ids).decode(),))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -291,9 +340,12 @@ class SQLiteDatabase:
         params = [(_cost_param(u.input_cost), _cost_param(u.output_cost), _cost_param(u.total_cost),
                    int(u.model_alias_found), u.id) for u in updates]
 
+        new_costs = orjson.dumps([[u.id, _cost_param(u.total_cost)] for u in updates]).decode()
+
         def update(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute(_ADJUST_SPEND, (new_costs,))
                 cursor = conn.executemany(
                     "UPDATE llm_requests SET input_cost = ?, output_cost = ?, total_cost = ?, "
                     "model_alias_found = ? WHERE id = ?", params)

@@ -65,6 +65,7 @@ class Replayer:
                         refused.extend(bad)
                     else:
                         counters.rows_written += result.inserted
+                        counters.duplicates += result.duplicates
                     counters.rows_replayed += len(chunk)
             except OUTAGE_ERRORS as exc:
                 await keeper.in_thread(claimed.release)

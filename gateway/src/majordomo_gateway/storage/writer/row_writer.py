@@ -11,7 +11,7 @@ import time
 from majordomo_gateway.storage.database import LoggingDatabase
 from majordomo_gateway.storage.errors import DatabaseUnavailable
 from majordomo_gateway.storage.records import RequestRecord
-from majordomo_gateway.storage.spool import Spool
+from majordomo_gateway.storage.spool import Spool, Unspoolable
 from majordomo_gateway.storage.writer.inserts import Inserter
 from majordomo_gateway.storage.writer.outage import OUTAGE_ERRORS, Outage, Prepare
 from majordomo_gateway.storage.writer.queue import RowQueue
@@ -65,6 +65,9 @@ class RowWriter:
         self._unhealthy = False
         self._inflight: list[RequestRecord] | None = None
         self._inflight_spooled = False
+        # Rows of the guard's copy of the in-flight batch that the spool could not carry: set
+        # aside only if the insert then fails (it may well write them).
+        self._inflight_unspooled: list[Unspoolable] = []
         self._ticks = 0  # guard ticks so far
         self._busy_tick: int | None = None  # the tick at which the writer started waiting on the database
         self._refuse_unrecorded = on_spool_failure == "refuse"
@@ -187,6 +190,7 @@ class RowWriter:
             rows_replayed=counters.rows_replayed,
             rows_dropped=counters.rows_dropped,
             rows_rejected=counters.rows_rejected,
+            duplicates=counters.duplicates,
             records_damaged=counters.records_damaged,
             write_errors=counters.write_errors,
             spool_errors=counters.spool_errors,
@@ -265,7 +269,7 @@ class RowWriter:
         database is down, the batch then being in the spool (or, the spool failing, in memory)."""
         counters, keeper = self.counters, self.keeper
         token = self.queue.hold(batch)
-        self._inflight, self._inflight_spooled = batch, False
+        self._inflight, self._inflight_spooled, self._inflight_unspooled = batch, False, []
         try:
             try:
                 result = await self.inserter.insert(batch)
@@ -275,6 +279,9 @@ class RowWriter:
                     self._inflight = None
                     if not self._inflight_spooled:
                         await keeper.append_locked(batch)
+                    elif self._inflight_unspooled:
+                        unspooled = self._inflight_unspooled
+                        await keeper.set_aside([u.record for u in unspooled], unspooled[0].reason)
                 return False
             except Exception as exc:
                 # Not an outage: something about these rows.  Isolate them one by one so a single
@@ -291,6 +298,7 @@ class RowWriter:
                 counters.settled += len(batch) - len(refused)
                 return True
             counters.rows_written += result.inserted
+            counters.duplicates += result.duplicates
             counters.settled += len(batch)
             return True
         finally:
@@ -327,7 +335,10 @@ class RowWriter:
             # The database has not answered within a window: keep a copy of the batch on disk.
             async with self.keeper.lock:
                 if self._inflight is batch and not self._inflight_spooled:
-                    self._inflight_spooled = await self.keeper.append_locked(list(batch), requeue=False, hold=False)
+                    refused = await self.keeper.spool_rows(list(batch), requeue=False, hold=False)
+                    if refused is not None:
+                        self._inflight_spooled = True
+                        self._inflight_unspooled = refused
         if len(self.queue):
             # Rows the stuck writer cannot reach wait on disk instead.
             await self.keeper.append(self.queue.take_all())

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from majordomo_gateway.storage.records import RequestRecord
-from majordomo_gateway.storage.spool import Spool
+from majordomo_gateway.storage.spool import Spool, Unspoolable
 from majordomo_gateway.storage.writer.queue import RowQueue
 from majordomo_gateway.storage.writer.stats import Counters
 
@@ -55,27 +55,40 @@ class SpoolKeeper:
 
     async def append_locked(self, records: list[RequestRecord], *, requeue: bool = True, hold: bool = True) -> bool:
         """Append to the spool (caller holds ``lock``).  On failure the rows go back to the front of
-        the queue (unless ``requeue`` is false), within the memory bound."""
+        the queue (unless ``requeue`` is false), within the memory bound.  Rows the spool cannot
+        carry are set aside (``*.rejected``), the others written."""
+        refused = await self.spool_rows(records, requeue=requeue, hold=hold)
+        if refused is None:
+            return False
+        await self.set_aside([u.record for u in refused], refused[0].reason if refused else None)
+        return True
+
+    async def spool_rows(self, records: list[RequestRecord], *, requeue: bool = True,
+                         hold: bool = True) -> list[Unspoolable] | None:
+        """``append_locked`` without setting aside the rows the spool cannot carry: they are
+        returned (the guard's copy of a batch still being inserted keeps them for the insert's
+        outcome).  None when the spool failed."""
         if not records:
-            return True
+            return []
         if self.ok or self.stopping or time.monotonic() >= self._retry_at:
             token = self.queue.hold(records) if hold else None
             try:
-                await self.in_thread(self.spool.append, records)
+                refused: list[Unspoolable] = await self.in_thread(self.spool.append, records)
             except OSError as exc:
                 self._failed(exc)
             else:
                 self._works()
-                self.counters.rows_spooled += len(records)
-                self.counters.settled += len(records)
-                self.pending = True
-                return True
+                spooled = len(records) - len(refused)
+                self.counters.rows_spooled += spooled
+                self.counters.settled += spooled
+                self.pending = self.pending or spooled > 0
+                return refused
             finally:
                 if token is not None:
                     self.queue.release(token)
         if requeue:
             self.queue.keep_in_memory(records)
-        return False
+        return None
 
     async def check(self) -> None:
         async with self.lock:
@@ -89,21 +102,25 @@ class SpoolKeeper:
     def check_interval(self) -> float:
         return SPOOL_CHECK_INTERVAL if self.ok else SPOOL_RETRY_INTERVAL
 
-    async def set_aside(self, records: list[RequestRecord]) -> None:
-        """Keep rows the database refuses in a *.rejected file."""
+    async def set_aside(self, records: list[RequestRecord], unspoolable: str | None = None) -> None:
+        """Keep rows the database refuses (or, with ``unspoolable`` saying why, that the spool
+        cannot carry) in a *.rejected file."""
         if not records:
             return
         counters = self.counters
         counters.rows_rejected += len(records)
         counters.settled += len(records)
+        refused_by = "the database" if unspoolable is None else "the spool"
+        reason = counters.last_error if unspoolable is None else unspoolable
         try:
             path: Path = await self.in_thread(self.spool.set_aside, records)
         except OSError as exc:
             counters.rows_dropped += len(records)
-            log.critical("%d rows refused by the database (%s) could not be kept either: %s",
-                         len(records), counters.last_error, exc)
+            log.critical("%d rows refused by %s (%s) could not be kept either: %s",
+                         len(records), refused_by, reason, exc)
             return
-        log.error("%d rows refused by the database (%s) were kept in %s", len(records), counters.last_error, path)
+        log.error("%d rows refused by %s (%s) were kept in %s; row ids: %s", len(records), refused_by, reason, path,
+                  ", ".join(str(r.id) for r in records[:10]) + (" ..." if len(records) > 10 else ""))
 
     async def close(self) -> None:
         async with self.lock:

@@ -14,6 +14,8 @@ class Counters:
     rows_replayed: int = 0
     rows_dropped: int = 0
     rows_rejected: int = 0
+    # Rows the database already had (a replay after a crash): suppressed, not written twice.
+    duplicates: int = 0
     records_damaged: int = 0
     write_errors: int = 0
     spool_errors: int = 0
@@ -45,6 +47,7 @@ class WriterStats:
     rows_replayed: int
     rows_dropped: int
     rows_rejected: int
+    duplicates: int
     records_damaged: int
     write_errors: int
     spool_errors: int
