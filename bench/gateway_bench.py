@@ -697,7 +697,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="what-if: gc.freeze() in the gateways after start-up (implies --gc-probe)")
     ap.add_argument("--gateway-env", action="append", default=[], metavar="MAJORDOMO_NAME=VALUE",
                     help="a setting for every gateway process, for what-ifs (repeatable), e.g. "
-                         "MAJORDOMO_WRITER_FLUSH_INTERVAL=0.02")
+                         "MAJORDOMO_WRITER_FLUSH_INTERVAL=0.02, or an OTEL_* variable "
+                         "(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 with bench/otlp_sink.py)")
     ap.add_argument("--keep-workdir", action="store_true",
                     help="keep the temporary directory (logs, profiles) and the PostgreSQL databases")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite the tables in docs/performance.md")
@@ -708,8 +709,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     GC_PROBE.update(enabled=a.gc_probe or a.gc_freeze, freeze=a.gc_freeze)
     for item in a.gateway_env:
         name, sep, value = item.partition("=")
-        if not sep or not name.startswith("MAJORDOMO_"):
-            raise SystemExit(f"--gateway-env wants MAJORDOMO_NAME=value, got {item!r}")
+        if not sep or not name.startswith(("MAJORDOMO_", "OTEL_")):
+            raise SystemExit(f"--gateway-env wants MAJORDOMO_NAME=value or OTEL_NAME=value, got {item!r}")
         GATEWAY_ENV[name] = value
     a.conc = [int(c) for c in a.conc.split(",")]
     a.targets = a.targets.split(",")

@@ -19,8 +19,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.support import GatewayProcess, PostgresServer, majordomo
-from tests.support.dashboard import KEY_IDS, KEY_NAMES, SeededUsage, seed_usage
+from tests.support import GatewayProcess, PostgresServer, majordomo, run_sync
+from tests.support.dashboard import KEY_IDS, KEY_NAMES, PASSWORD, SeededUsage, seed_usage
 
 PROTECTED = ["/api/v1/usage", "/api/v1/requests", "/api/v1/requests/0190a0a0-0000-7000-8000-000000000001",
              "/api/v1/metadata-keys", "/api/v1/overview", "/api/v1/usage?format=csv",
@@ -256,3 +256,51 @@ def test_csv_download_is_an_attachment(served: Served, tmp_path: Path) -> None:
         response = client.get("/api/v1/usage", params={"group_by": "feature", "format": "csv"})
     assert response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
+
+
+def test_login_gives_a_token_and_cookies_and_logout_ends_it(served: Served) -> None:
+    with httpx.Client(base_url=served.gateway.url) as client:
+        response = client.post("/api/v1/admin/login", json={"email": "Viewer@Example.com", "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        cookies = response.headers.get_list("set-cookie")
+        session = next(c for c in cookies if c.startswith("majordomo_session="))
+        assert "HttpOnly" in session and "SameSite=strict" in session and body["token"] in session
+        csrf = next(c for c in cookies if c.startswith("majordomo_csrf="))
+        assert "HttpOnly" not in csrf and body["csrf_token"] in csrf
+        # The cookie works for the page and the API; the token works as a Bearer for scripts.
+        assert client.get("/api/v1/usage").status_code == 200
+        assert 'id="login"' not in client.get("/dashboard").text
+        assert client.get("/dashboard/static/app.js").status_code == 200
+        # Logging out with the cookie needs the CSRF token (another site could send the cookie, not this).
+        assert client.post("/api/v1/admin/logout").status_code == 403
+        assert client.get("/api/v1/usage").status_code == 200
+        out = client.post("/api/v1/admin/logout", headers={"x-csrf-token": body["csrf_token"]})
+        assert out.status_code == 200
+    for credential in ({"authorization": f"Bearer {body['token']}"}, {"cookie": f"majordomo_session={body['token']}"}):
+        with httpx.Client(base_url=served.gateway.url, headers=credential) as client:
+            assert client.get("/api/v1/usage").status_code == 401
+    # Only the token's hash is stored; the audit log says who logged in and out.
+    rows = run_sync(served.gateway.query("SELECT token_hash FROM admin_sessions"))
+    assert body["token"] not in str(rows)
+    audit = orjson.loads(served.gateway.cli("audit", "--json").stdout)
+    assert {"login", "logout"} <= {entry["action"] for entry in audit if entry["actor"] == "viewer@example.com"}
+
+
+def test_wrong_password_and_unknown_user_answer_alike_then_throttle(served: Served) -> None:
+    # Last in the module: its gateway then refuses logins from this address for 15 minutes.
+    with httpx.Client(base_url=served.gateway.url) as client:
+        wrong = client.post("/api/v1/admin/login", json={"email": "member@example.com", "password": "nope" * 4})
+        unknown = client.post("/api/v1/admin/login", json={"email": "nobody@example.com", "password": "nope" * 4})
+        disabled = client.post("/api/v1/admin/login", json={"email": "disabled@example.com", "password": PASSWORD})
+        assert wrong.status_code == unknown.status_code == disabled.status_code == 401
+        assert wrong.json() == unknown.json() == disabled.json()
+        assert "set-cookie" not in wrong.headers
+        bad = client.post("/api/v1/admin/login", content=b"email=x")
+        assert bad.status_code == 400 and "send JSON" in bad.json()["error"]["message"]
+        for _ in range(2):  # five failures in all
+            assert client.post("/api/v1/admin/login",
+                               json={"email": "member@example.com", "password": "nope" * 4}).status_code == 401
+        # Five failures from this address: even the right password waits now, without a password check.
+        refused = client.post("/api/v1/admin/login", json={"email": "admin@example.com", "password": PASSWORD})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0

@@ -3,17 +3,22 @@ pipeline, writer and database), with only the provider simulated."""
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
+import subprocess
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from majordomo_gateway.demo.traffic import FEATURES, plan_week
 
-from tests.support import PostgresServer, majordomo
+from tests.support import BIN, PostgresServer, free_port, majordomo
 
 DEMO = ("demo", "--no-serve", "--port", "0", "--speed", "20", "--seconds", "2", "--json")
 
@@ -113,3 +118,40 @@ def test_demo_on_postgresql_refuses_a_used_database(postgres: PostgresServer, tm
 def test_demo_refuses_nonsense_numbers(flag: str, tmp_path: Path) -> None:
     result = majordomo("demo", flag, "0", cwd=tmp_path, check=False)
     assert result.returncode == 2 and f"{flag} must be a positive number" in result.stderr
+
+
+def test_demo_ends_with_the_dashboard_and_a_login_that_works(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAJORDOMO_")}
+    process = subprocess.Popen([str(BIN / "majordomo"), "demo", "--requests", "120", "--speed", "20", "--seconds",
+                                "1", "--port", str(port), "--database-url", url], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while not any("log in as" in line for line in lines):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+            lines.append(process.stdout.readline())
+        text = "".join(lines)
+        assert f"Dashboard: http://127.0.0.1:{port}/dashboard" in text
+        found = re.search(r"log in as (\S+) with the password (\S+)", text)
+        assert found is not None, text
+        email, password = found.groups()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get("/api/v1/overview").status_code == 401
+            assert client.post("/api/v1/admin/login", json={"email": email, "password": password}).status_code == 200
+            overview = client.get("/api/v1/overview", params={"since": "8d"}).json()
+        assert overview["totals"]["requests"] == 120 and overview["user"]["role"] == "admin"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    # The password is in the demo's output only: the database holds its argon2 hash.
+    with sqlite3.connect(tmp_path / "demo.db") as conn:
+        [(stored,)] = conn.execute("SELECT password_hash FROM users").fetchall()
+    assert stored.startswith("$argon2id$") and password not in stored
+    summary = orjson.loads(majordomo(*DEMO, "--requests", "10", "--database-url", f"sqlite:///{tmp_path / 'b.db'}",
+                                     cwd=tmp_path).stdout)
+    assert summary["login"]["email"] == "demo@example.com" and len(summary["login"]["password"]) >= 16
+    assert summary["dashboard_url"].endswith("/dashboard")

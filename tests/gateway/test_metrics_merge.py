@@ -69,10 +69,10 @@ def test_model_names_are_bounded() -> None:
 
 def test_extra_gauges_hook() -> None:
     metrics = ProcessMetrics()
-    budget = Family("majordomo_budget_remaining_usd", "Remaining.", ("budget",), merge="max")
+    budget = Family("majordomo_example_remaining", "Remaining.", ("budget",), merge="max")
     metrics.add_gauges(lambda: [(budget, [(("team-a",), 12.5)])])
     got = parse(render(merge([metrics.snapshot()])).decode())
-    assert got.value("majordomo_budget_remaining_usd", budget="team-a") == 12.5
+    assert got.value("majordomo_example_remaining", budget="team-a") == 12.5
 
 
 def test_directory_publish_read_clear(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
 from majordomo_gateway.dashboard.app import build_console, handles
 from majordomo_gateway.dashboard.auth import session_authenticator
+from majordomo_gateway.metrics.budgets import budget_gauges
 from majordomo_gateway.metrics.endpoint import MetricsView
 from majordomo_gateway.metrics.labels import MetadataLabels
 from majordomo_gateway.metrics.process import ProcessMetrics
@@ -76,6 +77,8 @@ class Gateway:
         # Budgets and rate limits: an in-memory view of the ledger, refreshed in the background;
         # the writer tells it which rows (and so which spend) the database has committed.
         self.budgets = BudgetGuard(self.database.budgets, self.prices, settings.budgets, clock)
+        if self.metrics is not None and self.metrics.own is not None:
+            self.metrics.own.add_gauges(budget_gauges(self.budgets, settings.metrics.max_label_values))
         self.writer.inserter.on_committed = self.budgets.committed
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault,

@@ -135,3 +135,48 @@ async def test_disabled_metrics_count_nothing(in_process: Any, canned: Any, call
     assert (await in_process.post("/v1/chat/completions", CHAT)).status == 200
     reply = await call(in_process.gateway, "GET", "/metrics", [])
     assert reply.status == 404 and b"metrics.enabled" in reply.body
+
+
+def _budget(scope: str, limit: str) -> Any:
+    from datetime import UTC, datetime
+
+    import uuid_utils
+    from majordomo_gateway.budgets.scope import parse_scope
+    from majordomo_gateway.storage.records import BudgetRecord
+
+    parsed = parse_scope(scope)
+    now = datetime.now(UTC)
+    return BudgetRecord(id=str(uuid_utils.uuid7()), scope=parsed.text, scope_kind=parsed.kind, scope_key=parsed.key,
+                        scope_value=parsed.value, limit_usd=Decimal(limit), period="month", time_zone="UTC",
+                        soft=True, alert_at=(), webhook=None, created_at=now, updated_at=now)
+
+
+async def test_budgets_spend_and_remaining(in_process: Any, canned: Any, call: Any) -> None:
+    from datetime import UTC, datetime
+
+    from majordomo_gateway.periods import period_start
+
+    gateway = in_process.gateway
+    whole = _budget("global", "10")
+    per_feature = _budget("metadata:Feature=*", "0.5")
+    for budget in (whole, per_feature):
+        await gateway.database.budgets.create(budget, current_start=period_start(datetime.now(UTC), "month", "UTC"))
+    await gateway.budgets.refresh()
+    rows = []
+    for feature in ("faq", "faq", "search"):
+        in_process.upstream.answers.append(canned.json(ANSWER))
+        reply = await in_process.post("/v1/chat/completions", CHAT, (b"x-majordomo-feature", feature.encode()))
+        rows.append((feature, await in_process.row(reply.headers[b"x-majordomo-request-id"])))
+    await gateway.budgets.refresh()  # the ledger has the rows now
+    got = await _scrape(in_process, call)
+    cost = {f: sum(float(r["total_cost"]) for g, r in rows if g == f) for f in ("faq", "search")}
+    assert got.value("majordomo_budget_spend_usd", budget=whole.id, scope="global", period="month") == \
+        pytest.approx(cost["faq"] + cost["search"])
+    assert got.value("majordomo_budget_remaining_usd", budget=whole.id) == \
+        pytest.approx(10 - cost["faq"] - cost["search"])
+    for feature in ("faq", "search"):
+        assert got.value("majordomo_budget_spend_usd", budget=per_feature.id, value=feature) == \
+            pytest.approx(cost[feature])
+        assert got.value("majordomo_budget_remaining_usd", budget=per_feature.id, value=feature) == \
+            pytest.approx(0.5 - cost[feature])
+    assert got.value("majordomo_budget_limit_usd", budget=per_feature.id, value="faq") == 0.5

@@ -187,4 +187,17 @@ def test_off_imports_nothing_of_opentelemetry() -> None:
     on = subprocess.run([sys.executable, "-c", OFF_SCRIPT], env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT":
                         "http://127.0.0.1:9"}, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert on.returncode == 0, on.stderr
-    assert "opentelemetry.sdk.trace" in on.stdout
+    assert "opentelemetry.sdk.resources" in on.stdout
+
+
+async def test_an_unsampled_caller_gets_no_span_but_its_trace_goes_on(in_process: Any, canned: Any,
+                                                                    receiver: OtlpReceiver) -> None:
+    in_process.upstream.answers += [canned.json(ANSWER), canned.json(ANSWER)]
+    quiet = await in_process.post("/v1/chat/completions", CHAT,
+                                  (b"traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-00".encode()))
+    loud = await in_process.post("/v1/chat/completions", CHAT)
+    receiver.span_for(loud.headers[b"x-majordomo-request-id"].decode())  # exported in the same batch or after
+    quiet_id = quiet.headers[b"x-majordomo-request-id"].decode()
+    assert not [s for s in receiver.spans if s.attributes.get("majordomo.request_id") == quiet_id]
+    forwarded = dict(in_process.upstream.requests[0].headers)["traceparent"]
+    assert forwarded.startswith(f"00-{CALLER_TRACE}-") and forwarded.endswith("-00")

@@ -329,6 +329,24 @@ class BudgetGuard:
             rate = self.rates[key] = RateCounter(limit, value, window)
         return rate
 
+    # -- what each budget stands at (Prometheus gauges, metrics/budgets.py) ----------------------
+    def standing(self) -> list[tuple[BudgetRecord, str, Decimal]]:
+        """(budget, value, spent this period) for every budget: the ledger's spend plus what this
+        process settled since; ``value`` is "" but for ``metadata:<Key>=*`` budgets (one per value
+        seen, none before the first)."""
+        now = self.clock()
+        found: list[tuple[BudgetRecord, str, Decimal]] = []
+        current: dict[str, list[Counter]] = {}
+        for counter in self.counters.values():
+            current.setdefault(counter.budget.id, []).append(counter)
+        for budget in self._budget_list:
+            start = self._period(budget, now)[0]
+            counters = [c for c in current.get(budget.id, ()) if c.start == start]
+            if not counters and not budget.per_value:
+                found.append((budget, "", ZERO))
+            found.extend((budget, c.value if budget.per_value else "", c.ledger + c.pending) for c in counters)
+        return found
+
     # -- the request path ----------------------------------------------------------------------
     def admit(self, ex: Exchange) -> None:
         """Refuse (GatewayError 429) a request a used-up hard budget or a rate limit covers; else

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import Any
 import orjson
 import uuid_utils
 
+from majordomo_gateway.admin.audit import cli_actor, record_action
+from majordomo_gateway.admin.passwords import hash_password
 from majordomo_gateway.app import Gateway
 from majordomo_gateway.auth.keys import display_prefix, generate_key, hash_secret
 from majordomo_gateway.cli.report import print_table
@@ -26,8 +29,11 @@ from majordomo_gateway.demo.traffic import KEY_NAMES, DriveResult, ReplayClock, 
 from majordomo_gateway.proxy.server_glue import install_log_filter
 from majordomo_gateway.reports import UsageQuery, UsageReport, dimension, run_usage_report
 from majordomo_gateway.storage.database import Database, open_database, sqlite_path
+from majordomo_gateway.storage.errors import ConstraintViolation
 
 DEFAULT_DATABASE = "sqlite:///majordomo-demo.db"
+#: the dashboard login the demo makes in its own database (with a new random password each run)
+DEMO_EMAIL = "demo@example.com"
 DESCRIPTION = """\
 Run the gateway with a built-in simulated provider (OpenAI, Anthropic and Gemini wire formats,
 realistic token counts and latencies, streams) and send it a week of an imaginary company's traffic:
@@ -39,7 +45,9 @@ leaves this machine and no API key is needed.  Timestamps are replayed: the week
 
 The rows go to a fresh database (default ./majordomo-demo.db, replaced on each run; never your
 ./majordomo.db).  Then the gateway keeps serving on --port with the simulated provider until Ctrl-C,
-so you can point an SDK or curl at it, and run `majordomo report` against the demo database.
+so you can point an SDK or curl at it, open the dashboard (/dashboard) with the admin login it
+prints (a user of the demo database only, with a new random password each run), and run
+`majordomo report` against the demo database.
 """
 EXAMPLES = """\
 examples:
@@ -100,6 +108,7 @@ async def _demo(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, environ={}, database_url=url,
                                  **{"writer.spool_dir": spool})
         keys = await _create_keys(settings)
+        login = await _create_login(settings)
         now = datetime.now(UTC)
         calls = plan_week(args.requests, args.days, now, args.seed)
         clock = ReplayClock()
@@ -123,6 +132,8 @@ async def _demo(args: argparse.Namespace) -> int:
         rows = await _wait_for_rows(gateway.database, result)
         summary, report = await _summary(gateway.database, now - timedelta(days=args.days), result, rows, url,
                                          base)
+        summary["dashboard_url"] = f"{base}/dashboard"
+        summary["login"] = {"email": login[0], "password": login[1]}
         if args.json:
             print(orjson.dumps(summary, default=float).decode())
         else:
@@ -178,6 +189,26 @@ async def _create_keys(settings: Settings) -> dict[str, str]:
         await database.close()
 
 
+async def _create_login(settings: Settings) -> tuple[str, str]:
+    """An admin user for the dashboard, in the demo database: its email and a fresh random password."""
+    password = secrets.token_urlsafe(15)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    database = open_database(settings.database.url)
+    await database.connect()
+    try:
+        try:
+            record = await database.users.create(str(uuid_utils.uuid7()), DEMO_EMAIL, "admin", password_hash,
+                                                 datetime.now(UTC))
+        except ConstraintViolation:
+            raise DemoError(f"the database already has a user {DEMO_EMAIL}; the demo writes into an empty "
+                            "database (create a new one and pass its URL)") from None
+        await record_action(database, cli_actor(), "user.create", record.id,
+                            {"email": DEMO_EMAIL, "role": "admin", "by": "majordomo demo"})
+    finally:
+        await database.close()
+    return DEMO_EMAIL, password
+
+
 async def _wait_for_rows(database: Database, result: DriveResult, timeout: float = 15.0) -> int:
     """Every answered call has its row once the writer has flushed: wait for that, not a fixed time."""
     expected = result.sent - result.transport_errors
@@ -224,6 +255,12 @@ Send your own call (the simulated provider answers; the key is the demo's "web-a
   curl {summary['gateway_url']}/v1/chat/completions -H "X-Majordomo-Key: {keys['web-app']}" \\
     -H "X-Majordomo-Feature: try-it" -H "Content-Type: application/json" \\
     -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'""")
+    login = summary["login"]
+    where = (f"\nDashboard: {summary['dashboard_url']}" if not args.no_serve else
+             f"\nDashboard: run `majordomo serve{database}` and open /dashboard")
+    print(f"""{where}
+  log in as {login['email']} with the password {login['password']}
+  (an admin of the demo database only; each run makes a new password)""")
 
 
 def _say(args: argparse.Namespace, text: str) -> None:

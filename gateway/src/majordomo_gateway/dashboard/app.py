@@ -6,6 +6,8 @@ path), so proxied requests never reach Starlette.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -14,8 +16,14 @@ from starlette.responses import Response
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.dashboard.api import api_routes, error_response
 from majordomo_gateway.dashboard.auth import Authenticate
+from majordomo_gateway.dashboard.login import login_routes
 from majordomo_gateway.dashboard.page import page_routes
 from majordomo_gateway.reports.usage import ReportDatabase
+from majordomo_gateway.storage.database import AdminStore
+
+
+class ConsoleDatabase(ReportDatabase, AdminStore, Protocol):
+    """Reports, and the users and sessions of the login."""
 
 __all__ = ["PREFIXES", "build_console", "handles"]
 
@@ -35,6 +43,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}")
 
 
-def build_console(database: ReportDatabase, authenticate: Authenticate, clock: Clock = utc_now) -> Starlette:
-    return Starlette(routes=[*api_routes(database, authenticate, clock), *page_routes(authenticate)],
+def build_console(database: ConsoleDatabase, authenticate: Authenticate, clock: Clock = utc_now) -> Starlette:
+    routes = [*login_routes(database, clock), *api_routes(database, authenticate, clock), *page_routes(authenticate)]
+    return Starlette(routes=routes,
                      exception_handlers={HTTPException: _http_error})

@@ -70,6 +70,12 @@ GAUGES: dict[str, Family] = {f.name: f for f in (
     Family("majordomo_writer_database_up", "1 while the writers reach the database, 0 while any does not.", (),
            merge="min"),
     Family("majordomo_workers", "Worker processes that published their numbers in the last few seconds.", ()),
+    Family("majordomo_budget_spend_usd", "Each budget's spend this period, USD (per value for metadata:<Key>=* "
+           "budgets).", ("budget", "scope", "period", "value"), merge="max"),
+    Family("majordomo_budget_remaining_usd", "What each budget has left this period, USD.",
+           ("budget", "scope", "period", "value"), merge="max"),
+    Family("majordomo_budget_limit_usd", "Each budget's limit, USD.", ("budget", "scope", "period", "value"),
+           merge="max"),
 )}
 
 HISTOGRAMS: dict[str, Family] = {f.name: f for f in (

@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from majordomo_gateway.metrics.definitions import HISTOGRAMS, Family
+from majordomo_gateway.metrics.definitions import GAUGES, HISTOGRAMS, Family
 from majordomo_gateway.metrics.labels import OVERFLOW, MetadataLabels
 from majordomo_gateway.proxy.routing import Route
 from majordomo_gateway.storage.records import RequestRecord
@@ -138,7 +138,9 @@ class ProcessMetrics:
         families: dict[str, dict[str, Any]] = {}
         for source in self.gauge_sources:
             for family, samples in source():
-                families[family.name] = {"help": family.help, "labels": list(family.labels), "merge": family.merge}
+                if family.name not in GAUGES:  # defined elsewhere: described in the snapshot
+                    families[family.name] = {"help": family.help, "labels": list(family.labels),
+                                             "merge": family.merge}
                 gauges[family.name] = [[*labels, value] for labels, value in samples]
         return {
             "pid": os.getpid(),
