@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run demo test test-slow lint typecheck bench clean
+.PHONY: install run demo test test-slow lint typecheck browser bench clean
 
 $(STAMP): gateway/pyproject.toml frameworks/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy gateway/src/majordomo_gateway frameworks/src/majordomo_frameworks
 
+## Debian's chromium, for the dashboard's browser test (installed when missing and run as root)
+browser:
+	bash gateway/scripts/ensure-chromium.sh
+
 ## The whole default test suite (needs PostgreSQL on 127.0.0.1:5432; see README)
-test: install lint typecheck
+test: install lint typecheck browser
 	$(BIN)/pytest -q
 	PYDANTIC_AI_1X_VENV=.venv-pai1 bash frameworks/scripts/test-pydantic-ai-1x.sh
 

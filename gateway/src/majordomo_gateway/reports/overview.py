@@ -34,9 +34,10 @@ _MAX_BUCKETS = 2_000
 
 
 def auto_period(since: datetime, until: datetime) -> str:
-    """A chart of some tens of points: hours up to two days, days up to three months, then weeks."""
+    """A chart of tens to a couple of hundred points: hours up to eight days, days up to three
+    months, then weeks, then months."""
     span = until - since
-    if span <= timedelta(days=2):
+    if span <= timedelta(days=8):
         return "hour"
     if span <= timedelta(days=92):
         return "day"
