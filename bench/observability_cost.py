@@ -83,7 +83,9 @@ def main() -> None:
     probe.server_close()
     sink = subprocess.Popen([sys.executable, str(HERE / "otlp_sink.py"), "--port", str(port)])
     time.sleep(0.5)
-    os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "200"})
+    # A queue that never drops: every span measured is a span encoded and sent.
+    os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "200",
+                       "OTEL_BSP_MAX_QUEUE_SIZE": str(args.n * 2)})
 
     from majordomo_gateway.logs.access import log_access
     from majordomo_gateway.logs.json_lines import JsonFormatter
@@ -137,6 +139,11 @@ def main() -> None:
     access.propagate = False
     results["json_access_log_us"] = measure(lambda: log_access(record, ("a" * 32, "b" * 16)), args.n, args.reps)
     sink.terminate()
+    # For comparison: prometheus-client's multiprocess mode on the same series (a process of its
+    # own: the mode is chosen at import).
+    compared = subprocess.run([sys.executable, str(HERE / "prometheus_multiprocess_cost.py"), "--n", str(args.n),
+                               "--reps", str(args.reps)], capture_output=True, text=True, check=True)
+    results.update(json.loads(compared.stdout))
     results["spans_dropped"] = traces_only.dropped + both.dropped
     print(json.dumps(results, indent=2))
     if args.out:

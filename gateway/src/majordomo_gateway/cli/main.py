@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     migrate = db_sub.add_parser("migrate", help="apply pending migrations",
                                 description="Create or upgrade the tables. `serve` does this at start too.")
+    migrate.add_argument("--json", action="store_true", help='print {"applied": [...]} instead of text')
     _common(migrate)
     migrate.set_defaults(handler=db_commands.migrate)
 

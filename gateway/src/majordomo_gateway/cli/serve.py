@@ -21,6 +21,10 @@ from majordomo_gateway.server.limits import ConnectionLimits, fd_budget, raise_f
 from majordomo_gateway.tracing.settings import OtelConfigError, otel_settings
 
 CONFIG_ENV = "MAJORDOMO_CONFIG"
+# On SIGTERM uvicorn stops accepting and lets in-flight requests (streams included) finish for up
+# to this long; then the writer drains.  Container stop timeouts (compose stop_grace_period,
+# Kubernetes terminationGracePeriodSeconds) must be longer (docs/deploy.md; tests/deploy).
+DRAIN_SECONDS = 30
 # uvicorn's httptools protocol with the gateway's connection bounds (server/protocol.py).
 PROTOCOL = "majordomo_gateway.server.protocol:GatewayHttpProtocol"
 
@@ -120,7 +124,7 @@ def _serve(settings: Settings) -> None:
         server_header=False,
         date_header=False,
         log_level=settings.log.level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
     )
 
 

@@ -1,6 +1,7 @@
 """One proxied request, start to finish, as named steps over one ``Exchange``:
 
-    admit → accept → route → authenticate → read_body → prepare → forward → relay → meter → price → record
+    admit → accept → route → authenticate → read_body → prepare → authorize → forward → relay → meter → price
+    → record
 
 - admit: a counter and a flag, nothing else.  While ``proxy.max_in_flight`` requests are being
   served by this worker (streams included, until their last byte), or while the writer says rows
@@ -14,12 +15,13 @@
   raised after it, so an unauthenticated request still gets its 401 first);
 - authenticate: the X-Majordomo-Key, through the key cache, or a proxy key (``mdm_pk_...``) where
   the provider key goes, through the vault (auth/vault.py), which then puts the stored provider
-  key in its place.  Only a credential starting ``mdm_pk_`` takes the vault's path: for every
+  key in its place; and the key's expiry.  Only a credential starting ``mdm_pk_`` takes the vault's path: for every
   other request the cost is one ``startswith``;
 - read_body: the request body, bounded; a client that hangs up before its body is complete
   gets nothing forwarded, and a 499 row (``_body_cut_short``);
 - prepare: what goes upstream (a route adapter may rewrite it), what the request asked for
   (model, streaming), and the row;
+- authorize: the key's allowed providers and models, for keys that have rules;
 - forward: the request upstream, until the response head is in;
 - relay: the answer to the client (proxy/relay.py), the usage parser watching;
 - meter, price: usage and cost onto the row, after the client has its last byte (proxy/metering.py);
@@ -44,6 +46,7 @@ from urllib.parse import parse_qsl, urlencode
 import uuid_utils
 
 from majordomo_gateway.auth.cache import KeyCache, KeyCheck, KeyStatus
+from majordomo_gateway.auth.key_rules import refusal
 from majordomo_gateway.auth.keys import hash_secret
 from majordomo_gateway.auth.proxy_keys import PROXY_KEY_PREFIX
 from majordomo_gateway.auth.secrets import SecretsError
@@ -65,7 +68,7 @@ from majordomo_gateway.proxy.stream_usage import StreamUsageInjector
 from majordomo_gateway.proxy.upstream import UpstreamClient, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from majordomo_gateway.proxy.upstream_api import Upstream, UpstreamAnswer
 from majordomo_gateway.storage.database import DatabaseUnavailable
-from majordomo_gateway.storage.records import RequestRecord, truncate_message
+from majordomo_gateway.storage.records import KeyRecord, RequestRecord, truncate_message
 from majordomo_gateway.storage.writer import RowWriter
 
 if TYPE_CHECKING:  # budgets/guard.py imports the pipeline's parts: at run time the handler is given one
@@ -73,8 +76,8 @@ if TYPE_CHECKING:  # budgets/guard.py imports the pipeline's parts: at run time 
     from majordomo_gateway.tracing.otel import Tracing
 
 __all__ = ["MAX_MODEL_CHARS", "MAX_REQUEST_BODY", "OVERLOAD_RETRY_AFTER", "UNRECORDED_RETRY_AFTER", "ProxyHandler",
-           "accept", "authenticate", "finish_timings", "forward", "new_record", "prepare", "read_body", "route",
-           "try_route"]
+           "accept", "authenticate", "authorize", "finish_timings", "forward", "new_record", "prepare", "read_body",
+           "route", "try_route"]
 
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 # Retry-After, in seconds: an overload passes with the burst; a full disk or a dead database
@@ -207,6 +210,10 @@ class ProxyHandler:
             raise unroutable
         await read_body(ex)
         prepare(ex)
+        key = ex.key
+        assert key is not None
+        if key.allowed_providers is not None or key.model_pattern is not None:
+            authorize(ex, key)  # only keys with rules pay for them (docs/performance.md)
         budgets = self.budgets
         if budgets is not None and budgets.active:
             # Before anything is forwarded, on every route (translations, streams, custom
@@ -277,10 +284,26 @@ async def authenticate(ex: Exchange, keys: KeyCache, vault: ProxyKeyVault | None
                                "Revoked Majordomo API key: the key this proxy key belongs to has been revoked.")
         raise GatewayError(401, "revoked_majordomo_key",
                            "Revoked X-Majordomo-Key: this Majordomo API key has been revoked.")
-    assert check.key is not None
-    ex.key = check.key
+    key = check.key
+    assert key is not None
+    if key.expires_at is not None and key.expires_at <= ex.requested_at:
+        raise GatewayError(401, "expired_majordomo_key",
+                           f"Expired Majordomo API key: this key expired at {key.expires_at.isoformat()}. "
+                           "Ask an admin for a new key, or for a later expiry (`majordomo keys update ID --expires "
+                           "30d`).")
+    ex.key = key
     if proxy is not None:
         _use_provider_key(ex, proxy, vault)
+
+
+def authorize(ex: Exchange, key: KeyRecord) -> None:
+    """The key's provider and model rules (auth/key_rules.py), once the model is known.  A refusal
+    is a 403 naming the rule, and the request's row records it."""
+    assert ex.route is not None
+    refused = refusal(key, ex.route.provider.name, ex.request_info.model)
+    if refused is not None:
+        code, message = refused
+        raise GatewayError(403, code, f"Forbidden: {message}.", record_message=f"refused: {message}")
 
 
 _NO_QUERY: dict[str, str] = {}
