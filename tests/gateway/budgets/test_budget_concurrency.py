@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
 
 from tests.support import GatewayProcess, PostgresServer
 from tests.support.client import usage_header
