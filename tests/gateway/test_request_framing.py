@@ -2,6 +2,9 @@
 
 - A client that hangs up before its body is complete sends nothing upstream: what arrived is not
   the request it meant.  Its row has status 499, ``aborted``, no model and no tokens.
+- A chunked body's trailer fields are not headers: they cannot add or replace metadata, cannot
+  carry the Majordomo key, and are not forwarded upstream (uvicorn appends them to the request's
+  headers; server/protocol.py drops them).
 """
 
 from __future__ import annotations
@@ -101,3 +104,50 @@ async def test_a_complete_body_still_goes_upstream(gw: GatewayProcess, mock_upst
     assert _arrivals(mock_upstream, probe) == 1
     rows = await _rows_for(gw, probe)
     assert rows and rows[0]["status_code"] == 200
+
+
+def _chunked_with_trailers(body: bytes, trailers: list[str]) -> bytes:
+    return (f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n"
+            + "".join(f"{t}\r\n" for t in trailers).encode() + b"\r\n")
+
+
+async def _send_and_read_status(gw: GatewayProcess, head: bytes, body: bytes, *, pause: float) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        if pause:  # the gateway has started the request when the body and trailers come
+            writer.write(head)
+            await writer.drain()
+            await asyncio.sleep(pause)
+            writer.write(body)
+        else:  # all in one read: uvicorn parses the trailers before the app has looked at the headers
+            writer.write(head + body)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)
+        return int(status_line.split(b" ")[1])
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.2], ids=["one-read", "trailers-later"])
+async def test_trailers_are_not_headers(gw: GatewayProcess, mock_upstream: MockUpstream, pause: float) -> None:
+    probe = uuid.uuid4().hex
+    trailers = ["X-Majordomo-Probe: from-the-trailer", "X-Majordomo-Feature: from-the-trailer",
+                "X-Trailer-Probe: forwarded?", "Authorization: Bearer sk-trailer"]
+    body = _chunked_with_trailers(_chat_body(probe), trailers)
+    head = _head(gw, probe, "Transfer-Encoding: chunked", "Trailer: X-Trailer-Probe")
+    status = await _send_and_read_status(gw, head, body, pause=pause)
+    assert status == 200
+    (arrived,) = [r for r in mock_upstream.requests if probe.encode() in r.body]
+    assert "x-trailer-probe" not in arrived.headers and "sk-trailer" not in str(arrived.headers), arrived.headers
+    (row,) = await _rows_for(gw, probe)
+    assert row["raw_metadata"] == {"Probe": probe}, row["raw_metadata"]
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.2], ids=["one-read", "trailers-later"])
+async def test_a_trailer_cannot_carry_the_majordomo_key(gw: GatewayProcess, mock_upstream: MockUpstream,
+                                                       pause: float) -> None:
+    probe = uuid.uuid4().hex
+    head = _head(gw, probe, "Transfer-Encoding: chunked").replace(f"X-Majordomo-Key: {gw.key}\r\n".encode(), b"")
+    body = _chunked_with_trailers(_chat_body(probe), [f"X-Majordomo-Key: {gw.key}"])
+    assert await _send_and_read_status(gw, head, body, pause=pause) == 401
+    assert _arrivals(mock_upstream, probe) == 0

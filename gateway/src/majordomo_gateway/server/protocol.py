@@ -14,6 +14,8 @@ Over uvicorn's own protocol it adds:
 - **an idle timeout for new connections too** (``server.keepalive_timeout``): uvicorn arms its
   keep-alive timer only after a response; a connection that never sends a byte is closed after
   the same time;
+- **no chunked trailers**: trailer fields are dropped, never added to the request's headers
+  (uvicorn would append them to ``scope["headers"]``);
 - **a cap on open connections** (``server.max_connections``, sized against the descriptor limit
   in server/limits.py): past it, the connection idle longest (no request in progress: new,
   between requests, or still sending its head) is closed to make room, so a flood of idle
@@ -37,7 +39,10 @@ What this relies on from ``uvicorn.protocols.http.httptools_impl.HttpToolsProtoc
    ``on_headers_complete`` runs; ``timeout_keep_alive`` / ``timeout_keep_alive_task`` /
    ``timeout_keep_alive_handler`` are the keep-alive timer;
 4. the protocol factory runs as each connection is accepted, before its ``connection_made``
-   (uvloop and asyncio both), so a descriptor can be freed during a burst of accepts.
+   (uvloop and asyncio both), so a descriptor can be freed during a burst of accepts;
+5. ``on_header`` receives the head's fields, then a chunked body's trailer fields, and appends
+   them all to ``self.headers``, the very list that is the request's ``scope["headers"]``; the
+   override here passes on only the head's (tests/gateway/test_request_framing.py).
 """
 
 from __future__ import annotations
@@ -213,6 +218,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.send_400_response(msg)
 
     # -- parser callbacks ------------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A chunked body's trailer fields come through this callback too, after the head, and
+        # uvicorn appends them to the list that is the request's scope["headers"]: a trailer
+        # could then add metadata, carry the Majordomo key or be forwarded upstream as a header
+        # (the app reads the headers when it starts, often after the whole body was parsed).
+        # Trailers are dropped: nothing of the gateway's needs them.
+        if self._awaiting_head:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
         self._heads += 1
