@@ -161,6 +161,10 @@ class BudgetSettings:
     refresh_interval: float = 0.25
     # A request without max_tokens reserves this many output tokens until its usage is known.
     default_output_tokens: int = 4096
+    # The last share of a hard budget in which every admission is a reservation in the database
+    # (exact across processes); before it, each process admits from its view, at most
+    # exact_share x limit / processes of estimated cost per refresh (docs/budgets.md).
+    exact_share: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +342,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _share(value: Any) -> float:
+    expected = "must be a number from 0 to 1 (a share of the limit)"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(expected) from None
+    if not 0 <= number <= 1:
+        raise ValueError(expected)
+    return number
+
+
 def _time_zone(value: Any) -> str:
     name = str(value).strip()
     zone(name)  # TimeZoneError (a ValueError) names the problem
@@ -412,6 +429,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "time_zone": _time_zone,
         "refresh_interval": _positive_float,
         "default_output_tokens": _positive_int,
+        "exact_share": _share,
     }),
     "log": (LogSettings, {"level": _log_level, "format": _log_format}),
     "metrics": (MetricsSettings, {

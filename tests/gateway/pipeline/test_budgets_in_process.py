@@ -127,11 +127,32 @@ async def test_sequential_requests_stop_exactly_where_the_budget_runs_out(gatewa
     assert ledger(gateway)[(budget.id, "", tomorrow)] == pytest.approx(float(COST))
 
 
+def hold_upstream(memory_upstream: Any) -> asyncio.Event:
+    """Make the upstream answer only once the returned event is set: requests stay in flight."""
+    release = asyncio.Event()
+    answer = memory_upstream.request
+
+    async def held(*args: Any) -> Any:
+        await release.wait()
+        return await answer(*args)
+
+    memory_upstream.request = held
+    return release
+
+
+async def in_flight(requests: list[Any], release: asyncio.Event) -> list[Any]:
+    tasks = [asyncio.ensure_future(r) for r in requests]
+    await asyncio.sleep(0.2)  # all admitted (or refused) while none has an answer
+    release.set()
+    return await asyncio.gather(*tasks)
+
+
 async def test_concurrent_requests_hold_reservations(gateway: Any, call: Any, memory_upstream: Any,
                                                      canned: Any) -> None:
     await add_budget(gateway, "global", str(3 * COST))
     memory_upstream.answers.extend(canned.json(ANSWER) for _ in range(10))
-    replies = await asyncio.gather(*(post(gateway, call, "/v1/chat/completions", CHAT) for _ in range(10)))
+    release = hold_upstream(memory_upstream)
+    replies = await in_flight([post(gateway, call, "/v1/chat/completions", CHAT) for _ in range(10)], release)
     # Each holds its estimate (17 input tokens from the body's size, max_tokens 5 out: more than it
     # costs) until its cost is known, so the ten arriving together cannot all pass.
     assert sorted(r.status for r in replies) == [200] * 3 + [429] * 7
@@ -143,7 +164,8 @@ async def test_without_max_tokens_the_reservation_is_the_default_output(gateway:
     await add_budget(gateway, "global", "0.0001")
     memory_upstream.answers.extend(canned.json(ANSWER) for _ in range(3))
     body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
-    replies = await asyncio.gather(*(post(gateway, call, "/v1/chat/completions", body) for _ in range(3)))
+    release = hold_upstream(memory_upstream)
+    replies = await in_flight([post(gateway, call, "/v1/chat/completions", body) for _ in range(3)], release)
     # 4096 output tokens reserved ($0.0025) exceed the $0.0001 left: one at a time
     assert sorted(r.status for r in replies) == [200, 429, 429]
 

@@ -44,8 +44,8 @@ from majordomo_gateway.periods import next_start, period_start
 from majordomo_gateway.pricing import PriceBook
 from majordomo_gateway.proxy.errors import GatewayError
 from majordomo_gateway.proxy.exchange import Exchange
-from majordomo_gateway.storage.budgets import BudgetTable
-from majordomo_gateway.storage.records import BudgetHold, BudgetRecord, RateLimitRecord, RequestRecord
+from majordomo_gateway.storage.budgets import BudgetTable, Reservation
+from majordomo_gateway.storage.records import BudgetHold, BudgetRecord, BudgetSpend, RateLimitRecord, RequestRecord
 from majordomo_gateway.usage import Usage
 
 __all__ = ["BudgetGuard", "Counter", "RateCounter"]
@@ -75,6 +75,8 @@ class Counter:
     others: Decimal = ZERO
     reserved: Decimal = ZERO
     pending: Decimal = ZERO
+    #: estimates admitted from the view (not through the database) since the last publication
+    local: Decimal = ZERO
 
     def seen(self) -> Decimal:
         return self.ledger + self.others + self.reserved + self.pending
@@ -155,8 +157,15 @@ class BudgetGuard:
         self._published = False
         self._task: asyncio.Task[None] | None = None
         self._failing = False
-        #: set after every refresh (tests wait on it)
-        self.refreshed = asyncio.Event()
+        self._exact_failing = False
+        #: gateway processes sharing the budgets (this one and those with live holds), as last read
+        self.processes = 1
+        #: exact reservations and the publication of this process's holds, one at a time (so a
+        #: publication never overwrites a reservation made meanwhile with an older amount)
+        self._exact_lock = asyncio.Lock()
+        #: admissions through the database, and from the view (for tests and docs/budgets.md)
+        self.exact_admissions = 0
+        self.local_admissions = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -206,8 +215,6 @@ class BudgetGuard:
             self._published = False
         if self.limits.size:
             await self._refresh_rates(now)
-        self.refreshed.set()
-        self.refreshed.clear()
 
     def _load(self, budgets: list[BudgetRecord], limits: list[RateLimitRecord]) -> None:
         self._budget_list = budgets
@@ -233,14 +240,30 @@ class BudgetGuard:
 
     async def _refresh_budgets(self, now: datetime, this: int) -> None:
         starts = {b.id: self._period(b, now)[0] for b in self._budget_list}
-        holds = [BudgetHold(self.process_id, c.budget.id, c.value, c.start, c.reserved + c.pending, now + HOLD_TTL)
-                 for c in self.counters.values() if c.reserved + c.pending > 0]
-        if holds or self._published:
-            await self.table.publish_holds(self.process_id, holds, now=now)
-            self._published = bool(holds)
+        await self._publish(now, starts)
         ledger = await self.table.spend_since(min(starts.values()))
         others = await self.table.holds_of_others(self.process_id, now)
-        # From here to the end no await: requests see the old view or the new one, never a mix.
+        self._apply(now, this, starts, ledger, others)
+
+    async def _publish(self, now: datetime, starts: dict[str, datetime]) -> None:
+        """This process's holds: what it has in flight and finished but not yet in the ledger."""
+        async with self._exact_lock:
+            published = {c: c.local for c in self.counters.values()}
+            holds = [BudgetHold(self.process_id, c.budget.id, c.value, c.start, c.reserved + c.pending,
+                                now + HOLD_TTL) for c in self.counters.values() if c.reserved + c.pending > 0]
+            # Always one row, so the others count this process (budgets.exact_share's allowance).
+            first = self._budget_list[0]
+            start = starts[first.id]
+            if not any(h.budget_id == first.id and h.scope_value == "" and h.period_start == start for h in holds):
+                holds.append(BudgetHold(self.process_id, first.id, "", start, ZERO, now + HOLD_TTL))
+            await self.table.publish_holds(self.process_id, holds, now=now)
+            self._published = True
+            for counter, amount in published.items():
+                counter.local -= amount
+
+    def _apply(self, now: datetime, this: int, starts: dict[str, datetime], ledger: list[BudgetSpend],
+               others: list[BudgetHold]) -> None:
+        # No await in here: requests see the old view or the new one, never a mix.
         by_id = {b.id: b for b in self._budget_list}
         for counter in self.counters.values():
             counter.ledger = ZERO
@@ -249,6 +272,7 @@ class BudgetGuard:
             budget = by_id.get(row.budget_id)
             if budget is not None and row.period_start == starts[budget.id]:
                 self._counter(budget, row.scope_value, now).ledger = row.spent
+        self.processes = 1 + len({hold.process_id for hold in others})
         for hold in others:
             budget = by_id.get(hold.budget_id)
             if budget is not None and hold.period_start == starts[budget.id]:
@@ -348,7 +372,7 @@ class BudgetGuard:
         return found
 
     # -- the request path ----------------------------------------------------------------------
-    def admit(self, ex: Exchange) -> None:
+    async def admit(self, ex: Exchange) -> None:
         """Refuse (GatewayError 429) a request a used-up hard budget or a rate limit covers; else
         hold its estimate against its hard budgets and count it against its limits."""
         record = ex.record
@@ -359,6 +383,27 @@ class BudgetGuard:
         if not budgets and not limits:
             return
         now = ex.requested_at
+        hard = self._hard_budgets(budgets, now) if budgets else []
+        rates = self._rates_for(limits, now) if limits else []
+        amount = ZERO
+        if hard:
+            amount = self.estimate(ex)
+            exact = [counter for counter in hard if not self._from_view(counter, amount)]
+            if exact:
+                await self._reserve_exactly(exact, amount, now)
+                self.exact_admissions += 1
+            else:
+                self.local_admissions += 1
+            for counter in hard:
+                if counter not in exact:  # (the exact ones were held under the lock)
+                    counter.reserved += amount
+                    counter.local += amount
+        for rate in rates:
+            rate.local_requests += 1
+        ex.budget_hold = Hold(hard, amount, [(rate.limit, rate.value) for rate in rates])
+
+    def _hard_budgets(self, budgets: Sequence[tuple[BudgetRecord, str]], now: datetime) -> list[Counter]:
+        """The request's hard budgets' counters; GatewayError when one is used up."""
         hard: list[Counter] = []
         for budget, value in budgets:
             if budget.soft:
@@ -367,22 +412,58 @@ class BudgetGuard:
             if counter.seen() >= budget.limit_usd:
                 raise _exceeded(counter)
             hard.append(counter)
+        return hard
+
+    def _rates_for(self, limits: Sequence[tuple[RateLimitRecord, str]], now: datetime) -> list[RateCounter]:
+        """The request's rate counters; GatewayError when one is at its limit."""
         rates: list[RateCounter] = []
-        if limits:
-            window = _minute(now)
-            for limit, value in limits:
-                rate = self._rate(limit, value, window)
-                if limit.rpm is not None and rate.requests() >= limit.rpm:
-                    raise _rate_limited(rate, "requests", limit.rpm, now)
-                if limit.tpm is not None and rate.tokens() >= limit.tpm:
-                    raise _rate_limited(rate, "tokens", limit.tpm, now)
-                rates.append(rate)
-            for rate in rates:
-                rate.local_requests += 1
-        amount = self.estimate(ex) if hard else ZERO
-        for counter in hard:
-            counter.reserved += amount
-        ex.budget_hold = Hold(hard, amount, [(rate.limit, rate.value) for rate in rates])
+        window = _minute(now)
+        for limit, value in limits:
+            rate = self._rate(limit, value, window)
+            if limit.rpm is not None and rate.requests() >= limit.rpm:
+                raise _rate_limited(rate, "requests", limit.rpm, now)
+            if limit.tpm is not None and rate.tokens() >= limit.tpm:
+                raise _rate_limited(rate, "tokens", limit.tpm, now)
+            rates.append(rate)
+        return rates
+
+    def _from_view(self, counter: Counter, amount: Decimal) -> bool:
+        """Whether the view may admit against this counter, or the database must (the last
+        ``exact_share`` of the limit, or more admitted here since the last publication than this
+        process's share of that margin)."""
+        share = self.settings.exact_share
+        if share <= 0:
+            return True
+        limit = counter.budget.limit_usd
+        margin = limit * Decimal(str(share))
+        if limit - counter.seen() - amount < margin:
+            return False
+        return counter.local + amount <= margin / self.processes
+
+    async def _reserve_exactly(self, counters: list[Counter], amount: Decimal, now: datetime) -> None:
+        async with self._exact_lock:
+            # Inside the lock: this process's amounts include every reservation made before.
+            items = [Reservation(c.budget.id, c.value, c.start, c.reserved + c.pending, c.budget.limit_usd)
+                     for c in counters]
+            try:
+                admitted, read = await self.table.reserve(self.process_id, items, amount, now=now,
+                                                          expires=now + HOLD_TTL)
+            except Exception as exc:  # the database is away: the view decides (it did: below the limit)
+                if not self._exact_failing:
+                    log.error("budgets: cannot reserve in the database (%s: %s); admitting from the view",
+                              type(exc).__name__, exc)
+                self._exact_failing = True
+                return
+            self._exact_failing = False
+            for counter, (ledger, others) in zip(counters, read, strict=True):
+                # Fresher than the view; the next refresh replaces them again.
+                counter.ledger, counter.others = max(counter.ledger, ledger), others
+            if not admitted:
+                refused = next((c for c in counters if c.seen() >= c.budget.limit_usd), counters[0])
+                raise _exceeded(refused)
+            for counter in counters:
+                counter.reserved += amount
+            self._published = True
 
     def estimate(self, ex: Exchange) -> Decimal:
         """A request's cost before it is sent: its input as body bytes / 4 tokens, its output as

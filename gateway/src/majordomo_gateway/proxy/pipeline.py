@@ -218,7 +218,7 @@ class ProxyHandler:
         if budgets is not None and budgets.active:
             # Before anything is forwarded, on every route (translations, streams, custom
             # providers): nothing reaches a provider but through here.
-            budgets.admit(ex)
+            await budgets.admit(ex)
         if self.tracing is not None:
             self.tracing.start(ex)
         assert self.upstream is not None, "ProxyHandler.start() was not awaited"

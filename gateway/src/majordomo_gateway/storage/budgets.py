@@ -14,8 +14,8 @@ budget and counts itself, none both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -32,7 +32,8 @@ from majordomo_gateway.storage.records import (
     RateLimitRecord,
 )
 
-__all__ = ["BudgetTable", "Statement", "TransactionSource", "counter_value_sql", "match_sql", "period_sql"]
+__all__ = ["BudgetTable", "Reservation", "Statement", "Then", "TransactionSource", "counter_value_sql", "match_sql",
+           "period_sql"]
 
 _BUDGET_COLUMNS = tuple(f.name for f in fields(BudgetRecord))
 _LIMIT_COLUMNS = tuple(f.name for f in fields(RateLimitRecord))
@@ -43,6 +44,8 @@ _IDS = frozenset({"id", "budget_id", "limit_id"})
 _COSTS = frozenset({"limit_usd", "spent", "amount"})
 
 Statement = tuple[Query, Sequence[Any]]
+#: statements to run next in the same transaction, chosen from the rows of those run so far
+Then = Callable[[list[list[NamedRow]]], Sequence[Statement]]
 
 
 class TransactionSource(Protocol):
@@ -50,9 +53,11 @@ class TransactionSource(Protocol):
 
     async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]: ...
 
-    async def atomically(self, statements: Sequence[Statement], *, lock_requests: bool = False
-                         ) -> list[list[NamedRow]]:
-        """``lock_requests``: hold off inserts into llm_requests until the transaction ends."""
+    async def atomically(self, statements: Sequence[Statement], *, lock_requests: bool = False,
+                         then: Then | None = None) -> list[list[NamedRow]]:
+        """``lock_requests``: hold off inserts into llm_requests until the transaction ends.
+        ``then``: more statements, chosen from the results so far (it may run on another thread:
+        it must only read what it is given)."""
         ...
 
 
@@ -109,6 +114,17 @@ def _money(value: Decimal) -> Any:
     return str(value)
 
 
+@dataclass(slots=True, frozen=True)
+class Reservation:
+    """One counter to reserve against exactly: this process's amount there already, the limit."""
+
+    budget_id: str
+    scope_value: str
+    period_start: datetime
+    own: Decimal
+    limit: Decimal
+
+
 class BudgetTable:
     def __init__(self, source: TransactionSource, dialect: Dialect, encode_time: Any) -> None:
         self._source = source
@@ -162,6 +178,14 @@ class BudgetTable:
         self._holds = self._render(
             "SELECT process_id, budget_id, scope_value, period_start, amount, expires_at FROM budget_holds "
             f"WHERE process_id <> :process AND expires_at >= {expires}")
+        # exact reservations: one counter's lock, then its ledger and the other processes' holds
+        self._lock_counter = self._render("SELECT pg_advisory_xact_lock(hashtextextended(:key, 7680005))") \
+            if pg else None
+        self._counter_now = self._render(
+            "SELECT coalesce((SELECT spent FROM budget_spend WHERE budget_id = :budget_id AND scope_value = :value "
+            f"AND period_start = {start}), 0) AS ledger, coalesce((SELECT sum(amount) FROM budget_holds "
+            f"WHERE budget_id = :budget_id AND scope_value = :value AND period_start = {start} "
+            f"AND process_id <> :process AND expires_at >= {expires}), 0) AS others")
         # alerts
         alert_cols = ", ".join(_ALERT_COLUMNS)
         self._alerts = self._render(f"SELECT {alert_cols} FROM budget_alerts WHERE period_start >= {start} "
@@ -275,6 +299,41 @@ class BudgetTable:
         rows = await self._run(self._holds, process=process_id, expires=now)
         return [BudgetHold(**_decode(r, ("process_id", "budget_id", "scope_value", "period_start", "amount",
                                          "expires_at"), self._dialect)) for r in rows]
+
+    async def reserve(self, process_id: str, items: Sequence[Reservation], amount: Decimal, *, now: datetime,
+                      expires: datetime) -> tuple[bool, list[tuple[Decimal, Decimal]]]:
+        """Add ``amount`` to this process's hold on each counter, in one transaction and under each
+        counter's lock (PostgreSQL: an advisory lock per counter, taken in a fixed order; SQLite:
+        the database's write lock), unless a counter's ledger + the other processes' holds + this
+        process's ``own`` has reached its limit.  Whether it was added, and the (ledger, others) read
+        for each item."""
+        ordered = sorted(items, key=lambda r: (r.budget_id, r.scope_value, r.period_start))
+        statements: list[Statement] = []
+        if self._lock_counter is not None:
+            statements += [(self._lock_counter, self._args(self._lock_counter, {
+                "key": f"{r.budget_id}/{r.scope_value}/{r.period_start.isoformat()}"})) for r in ordered]
+        locks = len(statements)
+        statements += [(self._counter_now, self._args(self._counter_now, {
+            "budget_id": r.budget_id, "value": r.scope_value, "start": r.period_start, "process": process_id,
+            "expires": now})) for r in ordered]
+        admitted: list[bool] = []
+
+        def then(results: list[list[NamedRow]]) -> list[Statement]:
+            seen = [cost_value(rows[0]["ledger"]) or Decimal(0) for rows in results[locks:]]
+            others = [cost_value(rows[0]["others"]) or Decimal(0) for rows in results[locks:]]
+            if any(ledger + other + r.own >= r.limit for ledger, other, r in zip(seen, others, ordered, strict=True)):
+                return []
+            admitted.append(True)
+            return [(self._put_hold, self._args(self._put_hold, {
+                "process": process_id, "budget_id": r.budget_id, "value": r.scope_value, "start": r.period_start,
+                "amount": _money(r.own + amount), "expires": expires})) for r in ordered]
+
+        results = await self._source.atomically(statements, then=then)
+        read = results[locks:locks + len(ordered)]
+        by_counter = {(r.budget_id, r.scope_value, r.period_start):
+                      (cost_value(rows[0]["ledger"]) or Decimal(0), cost_value(rows[0]["others"]) or Decimal(0))
+                      for r, rows in zip(ordered, read, strict=True)}
+        return bool(admitted), [by_counter[(r.budget_id, r.scope_value, r.period_start)] for r in items]
 
     # -- alerts --------------------------------------------------------------------------------
     async def alerts_since(self, earliest_start: datetime) -> list[BudgetAlert]:

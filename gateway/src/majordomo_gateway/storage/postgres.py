@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 
 from majordomo_gateway.storage.admin import admin_tables
-from majordomo_gateway.storage.budgets import BudgetTable, Statement, counter_value_sql, match_sql, period_sql
+from majordomo_gateway.storage.budgets import BudgetTable, Statement, Then, counter_value_sql, match_sql, period_sql
 from majordomo_gateway.storage.changes import PostgresChangeFeed
 from majordomo_gateway.storage.columns import (
     Dialect,
@@ -146,15 +146,19 @@ class PostgresDatabase:
     async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
         return list(await self._fetch(query.sql, *args))
 
-    async def atomically(self, statements: Sequence[Statement], *, lock_requests: bool = False
-                         ) -> list[list[NamedRow]]:
+    async def atomically(self, statements: Sequence[Statement], *, lock_requests: bool = False,
+                         then: Then | None = None) -> list[list[NamedRow]]:
         try:
             async with self._require_pool().acquire() as conn, conn.transaction():
                 if lock_requests:
                     # SHARE blocks inserts (ROW EXCLUSIVE), not reads: a writer's batch waits, and its
                     # statement, whose snapshot is taken once it has the lock, sees what we commit.
                     await conn.execute("LOCK TABLE llm_requests IN SHARE MODE")
-                return [list(await conn.fetch(query.sql, *args)) for query, args in statements]
+                results: list[list[NamedRow]] = [list(await conn.fetch(query.sql, *args))
+                                                 for query, args in statements]
+                if then is not None:
+                    results += [list(await conn.fetch(query.sql, *args)) for query, args in then(results)]
+                return results
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
         except asyncpg.IntegrityConstraintViolationError as exc:

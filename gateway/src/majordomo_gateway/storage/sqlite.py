@@ -20,7 +20,7 @@ import orjson
 
 from majordomo_gateway.periods import period_start_text
 from majordomo_gateway.storage.admin import admin_tables
-from majordomo_gateway.storage.budgets import BudgetTable, Statement, counter_value_sql, match_sql, period_sql
+from majordomo_gateway.storage.budgets import BudgetTable, Statement, Then, counter_value_sql, match_sql, period_sql
 from majordomo_gateway.storage.changes import SQLiteChangeFeed
 from majordomo_gateway.storage.columns import (
     Dialect,
@@ -143,14 +143,17 @@ class SQLiteDatabase:
     async def rows(self, query: Query, args: Sequence[Any]) -> list[NamedRow]:
         return await self._run(lambda conn: list(_rows(conn, query, args)))
 
-    async def atomically(self, statements: Sequence[Statement], *, lock_requests: bool = False
-                         ) -> list[list[NamedRow]]:
+    async def atomically(self, statements: Sequence[Statement], *, lock_requests: bool = False,
+                         then: Then | None = None) -> list[list[NamedRow]]:
         # BEGIN IMMEDIATE takes the write lock: no other writer (the row writer included) runs
-        # until COMMIT, which is what lock_requests asks for.
+        # until COMMIT, which is what lock_requests asks for.  ``then`` runs on this thread, so it
+        # must only read what it is given.
         def run(conn: sqlite3.Connection) -> list[list[NamedRow]]:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 results: list[list[NamedRow]] = [list(_rows(conn, query, args)) for query, args in statements]
+                if then is not None:
+                    results += [list(_rows(conn, query, args)) for query, args in then(results)]
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
