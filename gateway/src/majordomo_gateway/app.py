@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from majordomo_gateway.admin.api import AdminContext
 from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.auth.vault import ProxyKeyVault
 from majordomo_gateway.budgets.guard import BudgetGuard
@@ -85,7 +86,9 @@ class Gateway:
                                   metrics=self.metrics.own if self.metrics else None, tracing=self.tracing,
                                   budgets=self.budgets)
         # The dashboard and its API (/dashboard, /api/v1/...): never on the proxy's path.
-        self.console = build_console(self.database, session_authenticator(self.database), clock)
+        admin = AdminContext(frozenset(pricing_ids(settings)), self.vault.keyring,
+                             self.vault.keyring_error or "MAJORDOMO_SECRETS_KEY is not set", settings.budgets.time_zone)
+        self.console = build_console(self.database, session_authenticator(self.database), admin, clock)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the

@@ -3,12 +3,15 @@
 A request carries a session token (``POST /api/v1/admin/login`` gives it out) either as
 ``Authorization: Bearer <token>`` (scripts) or in the HttpOnly cookie ``SESSION_COOKIE`` (the
 page).  Only its SHA-256 is stored (admin_sessions), so a copy of the database logs no one in.
-Everything here reads; the API's routes are all GETs, so a cookie cannot be made to change anything
-from another site (no CSRF surface), and the cookie is SameSite=Strict besides.
+A change made with the cookie must also carry the ``majordomo_csrf`` cookie's value as
+``X-CSRF-Token`` (``csrf_problem``: a double submit another site can neither read nor forge); the
+cookie is SameSite=Strict besides.  A Bearer token is never sent by a browser on its own, so it
+needs no CSRF token.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,9 +21,11 @@ from majordomo_gateway.auth.keys import hash_secret
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.storage.database import AdminStore
 
-__all__ = ["ROLES", "SESSION_COOKIE", "Authenticate", "Principal", "session_authenticator", "session_token"]
+__all__ = ["CSRF_COOKIE", "ROLES", "SESSION_COOKIE", "Authenticate", "Principal", "client_address", "csrf_problem",
+           "session_authenticator", "session_token"]
 
 SESSION_COOKIE = "majordomo_session"
+CSRF_COOKIE = "majordomo_csrf"
 #: who may read usage: everyone with a login; a member only its own keys' requests
 ROLES = frozenset({"admin", "member", "viewer"})
 
@@ -47,6 +52,25 @@ def session_token(request: Request) -> str | None:
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return request.cookies.get(SESSION_COOKIE) or None
+
+
+def by_bearer(request: Request) -> bool:
+    return request.headers.get("authorization", "").lower().startswith("bearer ")
+
+
+def csrf_problem(request: Request) -> str | None:
+    """Why a change sent with the session cookie may not proceed (None: it may, or it came with a
+    Bearer token)."""
+    if by_bearer(request):
+        return None
+    sent, expected = request.headers.get("x-csrf-token", ""), request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(sent, expected):
+        return f"send the {CSRF_COOKIE} cookie's value as X-CSRF-Token"
+    return None
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def session_authenticator(database: AdminStore, clock: Clock = utc_now) -> Authenticate:

@@ -1,5 +1,5 @@
 """``POST /api/v1/admin/login`` and ``POST /api/v1/admin/logout``: the sessions the dashboard and
-scripts use (issue 12, point 2).  The admin API proper (keys, users, ...) will live beside these.
+scripts use (issue 12, point 2).  The admin API proper (keys, users, ...) is admin/api.py.
 
 - A login answers ``{"token", "expires_at", "csrf_token"}`` and sets two cookies: the session
   (HttpOnly, SameSite=Strict) and ``majordomo_csrf``, readable by the page, which sends it back as
@@ -13,7 +13,6 @@ scripts use (issue 12, point 2).  The admin API proper (keys, users, ...) will l
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 from collections import deque
@@ -28,12 +27,11 @@ from majordomo_gateway.admin.audit import Actor, record_action
 from majordomo_gateway.admin.passwords import MAX_PASSWORD_LENGTH, verify_password_async
 from majordomo_gateway.auth.keys import hash_secret
 from majordomo_gateway.clock import Clock, utc_now
-from majordomo_gateway.dashboard.auth import SESSION_COOKIE, session_token
+from majordomo_gateway.dashboard.auth import CSRF_COOKIE, SESSION_COOKIE, client_address, csrf_problem, session_token
 from majordomo_gateway.storage.database import AdminStore
 
 __all__ = ["CSRF_COOKIE", "SESSION_TTL", "Throttle", "login_routes"]
 
-CSRF_COOKIE = "majordomo_csrf"
 SESSION_TTL = timedelta(hours=12)
 MAX_FAILURES = 5
 WINDOW = 15 * 60.0
@@ -76,10 +74,6 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
                     media_type="application/json", headers={"cache-control": "no-store", **(headers or {})})
 
 
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def login_routes(database: AdminStore, clock: Clock = utc_now, throttle: Throttle | None = None) -> list[Route]:
     limits = throttle or Throttle()
 
@@ -91,7 +85,7 @@ def login_routes(database: AdminStore, clock: Clock = utc_now, throttle: Throttl
                 raise TypeError
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return _error(400, "invalid_request", 'send JSON: {"email": "...", "password": "..."}')
-        address, account = _address(request), f"account:{email.strip().lower()}"
+        address, account = client_address(request), f"account:{email.strip().lower()}"
         now = time.monotonic()
         waits = [w for w in (limits.retry_after(account, now), limits.retry_after(f"address:{address}", now)) if w]
         if waits:
@@ -123,17 +117,15 @@ def login_routes(database: AdminStore, clock: Clock = utc_now, throttle: Throttl
         token = session_token(request)
         if token is None:
             return _error(401, "unauthenticated", "no session to end")
-        from_cookie = not request.headers.get("authorization", "").lower().startswith("bearer ")
-        if from_cookie:
-            sent, expected = request.headers.get("x-csrf-token", ""), request.cookies.get(CSRF_COOKIE, "")
-            if not expected or not hmac.compare_digest(sent, expected):
-                return _error(403, "csrf", "send the majordomo_csrf cookie's value as X-CSRF-Token")
+        problem = csrf_problem(request)
+        if problem is not None:
+            return _error(403, "csrf", problem)
         moment = clock()
         found = await database.sessions.find(hash_secret(token))
         await database.sessions.revoke(hash_secret(token), moment)
         if found is not None:
             _, user = found
-            await record_action(database, Actor(user.email, user.id, _address(request)), "logout", user.id,
+            await record_action(database, Actor(user.email, user.id, client_address(request)), "logout", user.id,
                                 now=moment)
         response = Response(b'{"ok": true}', media_type="application/json", headers={"cache-control": "no-store"})
         response.delete_cookie(SESSION_COOKIE, path="/")
