@@ -85,7 +85,7 @@ class Gateway:
                                   metrics=self.metrics.own if self.metrics else None, tracing=self.tracing,
                                   budgets=self.budgets)
         # The dashboard and its API (/dashboard, /api/v1/...): never on the proxy's path.
-        self.console = build_console(self.database, session_authenticator(self.database), clock)
+        self.console = build_console(self.database, session_authenticator(self.database, clock), clock)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the
