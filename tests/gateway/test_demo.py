@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from majordomo_gateway.demo.traffic import FEATURES, plan_week
+from majordomo_gateway.demo.traffic import FEATURES, ReplayClock, plan_week
 
 from tests.support import BIN, PostgresServer, free_port, majordomo
 
@@ -142,7 +142,9 @@ def test_demo_ends_with_the_dashboard_and_a_login_that_works(tmp_path: Path) -> 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             assert client.get("/api/v1/overview").status_code == 401
             assert client.post("/api/v1/admin/login", json={"email": email, "password": password}).status_code == 200
-            overview = client.get("/api/v1/overview", params={"since": "8d"}).json()
+            answer = client.get("/api/v1/overview", params={"since": "8d"})
+            assert answer.status_code == 200, (answer.status_code, answer.text)
+            overview = answer.json()
         assert overview["totals"]["requests"] == 120 and overview["user"]["role"] == "admin"
     finally:
         process.terminate()
@@ -155,3 +157,13 @@ def test_demo_ends_with_the_dashboard_and_a_login_that_works(tmp_path: Path) -> 
                                      cwd=tmp_path).stdout)
     assert summary["login"]["email"] == "demo@example.com" and len(summary["login"]["password"]) >= 16
     assert summary["dashboard_url"].endswith("/dashboard")
+
+
+def test_the_replay_clock_is_the_real_clock_again_once_the_replay_ends() -> None:
+    # A short plan can end days before the present: what follows the replay (a dashboard login, whose
+    # session expiry is stamped by this clock) must not be stamped in the past.
+    clock = ReplayClock()
+    clock.start(datetime.now(UTC) - timedelta(days=7), factor=1.0)
+    assert datetime.now(UTC) - clock() > timedelta(days=6)
+    clock.stop()
+    assert abs(datetime.now(UTC) - clock()) < timedelta(seconds=5)

@@ -88,7 +88,7 @@ class Gateway:
         # The dashboard and its API (/dashboard, /api/v1/...): never on the proxy's path.
         admin = AdminContext(frozenset(pricing_ids(settings)), self.vault.keyring,
                              self.vault.keyring_error or "MAJORDOMO_SECRETS_KEY is not set", settings.budgets.time_zone)
-        self.console = build_console(self.database, session_authenticator(self.database), admin, clock)
+        self.console = build_console(self.database, session_authenticator(self.database, clock), admin, clock)
 
     async def _prepare_database(self) -> None:
         """Connect and migrate, once.  At start, and, if the database was down then, again from the

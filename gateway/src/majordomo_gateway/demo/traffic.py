@@ -194,6 +194,11 @@ class ReplayClock:
     def start(self, first: datetime, factor: float) -> None:
         self._first, self._began, self._factor = first, time.perf_counter(), factor
 
+    def stop(self) -> None:
+        """Back to the real clock.  Needed because plan time need not reach the present when the replay
+        ends (a short plan ends days ago), and what happens next (a dashboard login) must be stamped now."""
+        self._first = None
+
     def __call__(self) -> datetime:
         now = utc_now()
         if self._first is None:
@@ -281,5 +286,7 @@ async def drive(calls: Sequence[PlannedCall], gateway_url: str, keys: dict[str, 
         tasks.append(asyncio.create_task(one(call)))
     await asyncio.gather(*tasks)
     await client.close()
+    if clock is not None:
+        clock.stop()
     result.seconds = time.perf_counter() - began
     return result
