@@ -17,6 +17,7 @@ from majordomo_gateway.cli import budgets as budget_commands
 from majordomo_gateway.cli import db as db_commands
 from majordomo_gateway.cli import demo as demo_command
 from majordomo_gateway.cli import keys as key_commands
+from majordomo_gateway.cli import limits as limit_commands
 from majordomo_gateway.cli import pricing as pricing_commands
 from majordomo_gateway.cli import proxy_keys as proxy_key_commands
 from majordomo_gateway.cli import report as report_command
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     secrets_commands.add_parsers(commands, _common)
     user_commands.add_parsers(commands, _common)
     budget_commands.add_parsers(commands, _common)
+    limit_commands.add_parsers(commands, _common)
     audit_command.add_parser(commands, _common)
     pricing_commands.add_parsers(commands, _common)
     report_command.add_parser(commands, _common)
