@@ -19,6 +19,7 @@ import orjson
 from majordomo_gateway.admin.api import AdminContext
 from majordomo_gateway.auth.cache import KeyCache
 from majordomo_gateway.auth.vault import ProxyKeyVault
+from majordomo_gateway.budgets.alerts import AlertDeliverer
 from majordomo_gateway.budgets.guard import BudgetGuard
 from majordomo_gateway.clock import Clock, utc_now
 from majordomo_gateway.config import Settings, pricing_ids
@@ -81,6 +82,7 @@ class Gateway:
         if self.metrics is not None and self.metrics.own is not None:
             self.metrics.own.add_gauges(budget_gauges(self.budgets, settings.metrics.max_label_values))
         self.writer.inserter.on_committed = self.budgets.committed
+        self.alerts = AlertDeliverer(self.database.budgets, settings.budgets, clock)
         self.proxy = ProxyHandler(settings, Router(settings.providers), self.keys, self.writer,
                                   self.prices, upstream, clock, self.vault,
                                   metrics=self.metrics.own if self.metrics else None, tracing=self.tracing,
@@ -119,6 +121,7 @@ class Gateway:
             except DatabaseUnavailable as exc:
                 log.error("budgets: cannot read them at start (%s); retrying in the background", exc)
         self.budgets.start()
+        self.alerts.start()
         self.writer.start()
         if self.metrics is not None:
             self.metrics.start()
@@ -149,6 +152,7 @@ class Gateway:
             self.price_refresher.stop()
         await self.proxy.close()
         await self.budgets.close()
+        await self.alerts.close()
         await self.writer.close()
         if self.metrics is not None:
             await self.metrics.close()

@@ -165,6 +165,10 @@ class BudgetSettings:
     # (exact across processes); before it, each process admits from its view, at most
     # exact_share x limit / processes of estimated cost per refresh (docs/budgets.md).
     exact_share: float = 0.2
+    # How often each process looks for thresholds crossed and alerts due (budgets/alerts.py).
+    alert_interval: float = 2.0
+    # A failed webhook is retried after alert_backoff x 2^(attempts - 1) seconds (at most an hour).
+    alert_backoff: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +434,8 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         "refresh_interval": _positive_float,
         "default_output_tokens": _positive_int,
         "exact_share": _share,
+        "alert_interval": _positive_float,
+        "alert_backoff": _positive_float,
     }),
     "log": (LogSettings, {"level": _log_level, "format": _log_format}),
     "metrics": (MetricsSettings, {

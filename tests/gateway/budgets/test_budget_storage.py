@@ -3,6 +3,7 @@ data, whatever the writer replays; creation counts the current period; reprice m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -182,3 +183,24 @@ async def test_rate_limits_and_their_shared_counters(database: Database) -> None
         await database.budgets.create_limit(RateLimitRecord(
             str(uuid_utils.uuid7()), scope.text, scope.kind, scope.key, scope.value, 1, None, NOW, NOW))
     assert await database.budgets.delete_limit(limit.id) is not None
+
+
+async def test_alerts_are_recorded_once_and_claimed_by_one_caller(database: Database) -> None:
+    record = await create(database, budget("metadata:User-Id=*", limit="0.004"))
+    start = period_start(NOW, "day", "UTC")
+    crossing = [(record.id, "u-1", start, 50, COST), (record.id, "u-1", start, 100, COST)]
+    await database.budgets.add_alerts(crossing, now=NOW)
+    await database.budgets.add_alerts(crossing, now=NOW)  # another process saw the same: no new rows
+    later = NOW + timedelta(minutes=1)
+    claims = await asyncio.gather(*(database.budgets.claim_alerts(now=NOW, lease_until=later) for _ in range(4)))
+    assert sorted(len(c) for c in claims) == [0, 0, 0, 2]  # one claimer got both
+    [claimed] = [c for c in claims if c]
+    assert {(a.threshold, a.attempts, a.spent.quantize(PLACES)) for a in claimed} == {(50, 1, COST), (100, 1, COST)}
+    fifty, hundred = sorted(claimed, key=lambda a: a.threshold)
+    await database.budgets.alert_failed(fifty, error="HTTP 500 Internal Server Error", retry_at=NOW)
+    await database.budgets.alert_sent(hundred, now=NOW)
+    [again] = await database.budgets.claim_alerts(now=NOW, lease_until=later)  # due again; the sent one is done
+    assert (again.threshold, again.attempts, again.last_error) == (50, 2, "HTTP 500 Internal Server Error")
+    assert await database.budgets.claim_alerts(now=later - timedelta(seconds=1), lease_until=later) == []  # leased
+    sent = [a for a in await database.budgets.alerts_since(start) if a.sent_at is not None]
+    assert [a.threshold for a in sent] == [100]

@@ -190,6 +190,23 @@ class BudgetTable:
         alert_cols = ", ".join(_ALERT_COLUMNS)
         self._alerts = self._render(f"SELECT {alert_cols} FROM budget_alerts WHERE period_start >= {start} "
                                     "OR period_start = :total")
+        now = ":now::timestamptz" if pg else ":now"
+        lease = ":lease::timestamptz" if pg else ":lease"
+        key = (f"{text('budget_id')} = :id AND scope_value = :value AND period_start = {start} "
+               "AND threshold = :threshold")
+        # One row per (counter, period, threshold): however many processes see the crossing, the
+        # first insert wins and the others do nothing, so it is sent once.
+        self._add_alert = self._render(
+            f"INSERT INTO budget_alerts ({alert_cols}) VALUES (:id, :value, {start}, :threshold, :spent{numeric}, "
+            f"{now}, NULL, 0, {now}, NULL) ON CONFLICT (budget_id, scope_value, period_start, threshold) DO NOTHING")
+        # A claim is one UPDATE: on PostgreSQL a second claimer waits for the row lock, then finds
+        # next_attempt_at moved past now and skips it; SQLite serialises writers.
+        self._claim_alerts = self._render(
+            f"UPDATE budget_alerts SET attempts = attempts + 1, next_attempt_at = {lease} "
+            f"WHERE sent_at IS NULL AND next_attempt_at <= {now} RETURNING {alert_cols}")
+        self._alert_sent = self._render(f"UPDATE budget_alerts SET sent_at = {now}, last_error = NULL WHERE {key}")
+        self._alert_failed = self._render(
+            f"UPDATE budget_alerts SET next_attempt_at = {lease}, last_error = :error WHERE {key}")
         # rate limits
         lcols = ", ".join(_LIMIT_COLUMNS)
         self._create_limit = self._render(
@@ -339,6 +356,30 @@ class BudgetTable:
     async def alerts_since(self, earliest_start: datetime) -> list[BudgetAlert]:
         rows = await self._run(self._alerts, start=earliest_start, total=self._time(TOTAL_START))
         return [BudgetAlert(**_decode(r, _ALERT_COLUMNS, self._dialect)) for r in rows]
+
+    async def add_alerts(self, alerts: Sequence[tuple[str, str, datetime, int, Decimal]], *, now: datetime) -> None:
+        """Record (budget id, value, period start, threshold, spend) crossings not recorded yet."""
+        if not alerts:
+            return
+        await self._source.atomically([
+            (self._add_alert, self._args(self._add_alert, {"id": budget_id, "value": value, "start": start,
+                                                           "threshold": threshold, "spent": _money(spent),
+                                                           "now": now}))
+            for budget_id, value, start, threshold, spent in sorted(alerts)])
+
+    async def claim_alerts(self, *, now: datetime, lease_until: datetime) -> list[BudgetAlert]:
+        """The unsent alerts due now, each claimed by this caller until ``lease_until`` (another
+        process takes it over then, if this one died before saying how it went)."""
+        rows = await self._run(self._claim_alerts, now=now, lease=lease_until)
+        return [BudgetAlert(**_decode(r, _ALERT_COLUMNS, self._dialect)) for r in rows]
+
+    async def alert_sent(self, alert: BudgetAlert, *, now: datetime) -> None:
+        await self._run(self._alert_sent, id=alert.budget_id, value=alert.scope_value, start=alert.period_start,
+                        threshold=alert.threshold, now=now)
+
+    async def alert_failed(self, alert: BudgetAlert, *, error: str, retry_at: datetime) -> None:
+        await self._run(self._alert_failed, id=alert.budget_id, value=alert.scope_value, start=alert.period_start,
+                        threshold=alert.threshold, lease=retry_at, error=error[:500])
 
     # -- rate limits ---------------------------------------------------------------------------
     async def create_limit(self, record: RateLimitRecord) -> RateLimitRecord:
