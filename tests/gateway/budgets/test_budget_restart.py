@@ -14,7 +14,9 @@ from tests.support import GatewayProcess
 from tests.support.client import usage_header
 from tests.support.upstream import MockUpstream
 
-BODY = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]})
+# The estimate (body bytes / 4 input tokens, 30 output) stays under the real cost (10 in, 40 out), so
+# the exact reservations near the limit admit up to it (docs/budgets.md).
+BODY = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 30, "messages": [{"role": "user", "content": "hi"}]})
 
 
 async def _post(session: aiohttp.ClientSession, gw: GatewayProcess) -> int:
@@ -41,7 +43,8 @@ async def test_spend_survives_a_restart(mock_upstream: MockUpstream, tmp_path: P
             assert await _post(session, gw) == 200
             await _rows(gw, 1)
             [(cost,)] = await gw.query("SELECT total_cost FROM llm_requests")
-            gw.cli("budgets", "create", "--scope", "global", "--limit-usd", str(float(cost) * 3), "--period", "day")
+            limit = f"{float(cost) * 3:.10f}"
+            gw.cli("budgets", "create", "--scope", "global", "--limit-usd", limit, "--period", "day")
             await asyncio.sleep(1.0)
             assert [await _post(session, gw) for _ in range(2)] == [200, 200]
             await _rows(gw, 3)
