@@ -27,15 +27,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import uuid_utils  # noqa: E402
-from majordomo_gateway.budgets.guard import BudgetGuard  # noqa: E402
-from majordomo_gateway.budgets.scope import parse_scope  # noqa: E402
-from majordomo_gateway.config import BudgetSettings  # noqa: E402
-from majordomo_gateway.pricing import PriceBook  # noqa: E402
-from majordomo_gateway.proxy.exchange import Exchange  # noqa: E402
-from majordomo_gateway.storage.records import BudgetRecord, RateLimitRecord  # noqa: E402
+import uuid_utils
+from majordomo_gateway.budgets.guard import BudgetGuard
+from majordomo_gateway.budgets.scope import parse_scope
+from majordomo_gateway.config import BudgetSettings
+from majordomo_gateway.pricing import PriceBook
+from majordomo_gateway.proxy.exchange import Exchange
+from majordomo_gateway.storage.records import BudgetRecord, RateLimitRecord
 
-from tests.support.records import make_record  # noqa: E402
+from tests.support.records import make_record
 
 NOW = datetime(2026, 12, 6, 12, tzinfo=UTC)
 BODY = b'{"model": "claude-sonnet-4-20250514", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]}'
