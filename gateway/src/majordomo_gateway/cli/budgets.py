@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -24,7 +24,7 @@ from majordomo_gateway.storage.errors import ConstraintViolation
 from majordomo_gateway.storage.records import COST_LIMIT, BudgetRecord
 from majordomo_gateway.timebuckets import TimeZoneError, zone
 
-__all__ = ["add_parsers", "alert_thresholds", "resolve_scope", "usd", "webhook_url"]
+__all__ = ["add_parsers", "alert_thresholds", "print_table", "resolve_scope", "usage_error", "usd", "webhook_url"]
 
 EPILOG = """\
 scopes:
@@ -155,9 +155,19 @@ async def resolve_scope(database: Database, text: str) -> Scope:
     return Scope("key", value=key.id)
 
 
-def _error(message: str) -> int:
+def usage_error(message: str) -> int:
     print(f"majordomo: {message}", file=sys.stderr)
     return 2
+
+
+_error = usage_error
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Rows (the first one the header) in left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _money(value: float | Decimal) -> str:
@@ -237,9 +247,7 @@ async def _list(args: argparse.Namespace) -> int:
         rows.append((b.id, b.scope + (" (soft)" if b.soft else ""), _money(b.limit_usd), b.period, spent,
                      _money(s.remaining), "never" if s.resets_at is None else s.resets_at.isoformat(timespec="minutes"),
                      ",".join(f"{t}%" for t in s.alerted) or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 

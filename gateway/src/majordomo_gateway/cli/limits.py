@@ -14,7 +14,7 @@ import orjson
 import uuid_utils
 
 from majordomo_gateway.admin.audit import cli_actor, record_action
-from majordomo_gateway.cli.budgets import UsageError, resolve_scope
+from majordomo_gateway.cli.budgets import UsageError, print_table, resolve_scope, usage_error
 from majordomo_gateway.cli.context import connected
 from majordomo_gateway.storage.database import Database
 from majordomo_gateway.storage.errors import ConstraintViolation
@@ -86,11 +86,6 @@ def limit_dict(record: RateLimitRecord) -> dict[str, Any]:
             "updated_at": record.updated_at.isoformat()}
 
 
-def _error(message: str) -> int:
-    print(f"majordomo: {message}", file=sys.stderr)
-    return 2
-
-
 def _describe(record: RateLimitRecord) -> str:
     parts = [f"{record.rpm} requests" if record.rpm else "", f"{record.tpm} tokens" if record.tpm else ""]
     return " and ".join(p for p in parts if p) + " per minute"
@@ -108,15 +103,15 @@ async def _create(args: argparse.Namespace) -> int:
     try:
         rpm, tpm = per_minute("--rpm", args.rpm), per_minute("--tpm", args.tpm)
     except UsageError as exc:
-        return _error(str(exc))
+        return usage_error(str(exc))
     if rpm is None and tpm is None:
-        return _error("give --rpm N, --tpm N or both")
+        return usage_error("give --rpm N, --tpm N or both")
     now = datetime.now(UTC)
     async with connected(args) as database:
         try:
             scope = await resolve_scope(database, args.scope)
         except UsageError as exc:
-            return _error(str(exc))
+            return usage_error(str(exc))
         record = RateLimitRecord(id=str(uuid_utils.uuid7()), scope=scope.text, scope_kind=scope.kind,
                                  scope_key=scope.key, scope_value=scope.value, rpm=rpm, tpm=tpm, created_at=now,
                                  updated_at=now)
@@ -145,9 +140,7 @@ async def _list(args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "SCOPE", "RPM", "TPM", "WINDOW")]
     rows += [(x.id, x.scope, str(x.rpm or "-"), str(x.tpm or "-"), "minute (UTC)") for x in limits]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 
@@ -169,11 +162,11 @@ async def _show(args: argparse.Namespace) -> int:
 
 async def _update(args: argparse.Namespace) -> int:
     if args.rpm is None and args.tpm is None:
-        return _error("nothing to change: give --rpm and/or --tpm")
+        return usage_error("nothing to change: give --rpm and/or --tpm")
     try:
         rpm, tpm = per_minute("--rpm", args.rpm), per_minute("--tpm", args.tpm)
     except UsageError as exc:
-        return _error(str(exc))
+        return usage_error(str(exc))
     async with connected(args) as database:
         record = await _one(database, args.id)
         if record is None:
@@ -181,7 +174,7 @@ async def _update(args: argparse.Namespace) -> int:
         rpm = record.rpm if args.rpm is None else rpm
         tpm = record.tpm if args.tpm is None else tpm
         if rpm is None and tpm is None:
-            return _error("a limit needs --rpm or --tpm; delete it instead (`majordomo limits delete`)")
+            return usage_error("a limit needs --rpm or --tpm; delete it instead (`majordomo limits delete`)")
         updated = await database.budgets.update_limit(record.id, rpm=rpm, tpm=tpm, now=datetime.now(UTC))
         if updated is None:
             print(f"majordomo: rate limit {args.id} was deleted meanwhile", file=sys.stderr)
