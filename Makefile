@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run demo test test-slow lint typecheck browser bench clean
+.PHONY: install run demo test test-slow fuzz lint typecheck browser bench clean
 
 $(STAMP): gateway/pyproject.toml frameworks/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ test: install lint typecheck browser
 ## Long fault-injection and load runs
 test-slow: install
 	$(BIN)/pytest -q -m slow
+
+## The long seeded fuzz run (docs/reliability.md): make fuzz FUZZ_CASES=100000 FUZZ_SEED=7
+FUZZ_CASES ?= 100000
+FUZZ_SEED ?=
+fuzz: install
+	$(BIN)/python -m tests.fuzz --cases $(FUZZ_CASES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) $(FUZZ_ARGS)
 
 bench: install
 	bash bench/run.sh $(BENCH_ARGS)

@@ -35,6 +35,9 @@ SCRIPTS: dict[str, bytes] = {
     "101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello",
     "102-then-close": b"HTTP/1.1 102 Processing\r\n\r\n",
     "100-then-200": b"HTTP/1.1 100 Continue\r\n\r\n" + OK,
+    # found by tests/fuzz: the server has no status line for these and raised mid-answer
+    "status-999": b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\n{}",
+    "status-600": b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\n{}",
 }
 
 
@@ -135,7 +138,8 @@ async def test_the_request_id_is_the_gateways_alone(gw: GatewayProcess) -> None:
     assert (await gw.row(ids[0]))["status_code"] == 200
 
 
-@pytest.mark.parametrize("script", ["204-with-length", "304-with-length", "204-chunked", "101", "102-then-close"])
+@pytest.mark.parametrize("script", ["204-with-length", "304-with-length", "204-chunked", "101", "102-then-close",
+                                    "status-999", "status-600"])
 async def test_an_answer_that_breaks_http_is_a_clean_502_with_a_row(gw: GatewayProcess, script: str) -> None:
     status, headers, body = await _raw(gw, script)
     assert status == 502, (status, headers, body)

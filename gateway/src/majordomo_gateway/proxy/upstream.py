@@ -246,12 +246,12 @@ class UpstreamResponse:
 
     # -- fed by the connection ----------------------------------------------------------------
     def _head_complete(self, status: int) -> None:
-        if 100 <= status < 200:
-            if status == 101:
-                # A request of ours never asks to upgrade: what follows is not HTTP.
-                self._refuse(f"upstream answered {status} Switching Protocols")
-                return
+        if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue and friends: the real head follows
+            return
+        problem = _unrelayable_status(status)
+        if problem is not None:
+            self._refuse(problem)
             return
         self.status = status
         length = None
@@ -605,3 +605,14 @@ def _request_head(method: str, origin: Origin, target: bytes, headers: list[tupl
         fields += f"Content-Length: {len(body)}\r\n"
     return b"".join((method.encode("latin-1"), b" ", origin.base_path, target, b" HTTP/1.1\r\nHost: ",
                      origin.host_header, b"\r\n", fields.encode("latin-1"), b"\r\n"))
+
+
+def _unrelayable_status(status: int) -> str | None:
+    """Why a final status can't be relayed, or None when it can."""
+    if status == 101:
+        # A request of ours never asks to upgrade: what follows is not HTTP.
+        return f"upstream answered {status} Switching Protocols"
+    if not 200 <= status <= 599:
+        # HTTP has no such status (RFC 9110 §15): the server can't even write its status line.
+        return f"upstream answered status {status}, which is not an HTTP status"
+    return None
