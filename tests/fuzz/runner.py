@@ -22,6 +22,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +181,13 @@ async def drive(port: int, fuzz: Case, key: bytes) -> Outcome:
     return Outcome(fuzz, raw, responses, problem or parse_problem, time.monotonic() - started)
 
 
+def _read_from(path: Path, offset: int) -> bytes:
+    """What a log file gained since ``offset`` (small reads: the gateway logs little)."""
+    with open(path, "rb") as log:
+        log.seek(offset)
+        return log.read()
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of the process and its descendants (the serve supervisor and workers)."""
     total = 0
@@ -196,9 +204,10 @@ def rss_mb(pid: int) -> float:
 
 
 class FuzzRun:
-    def __init__(self, seed: int, cases: int, *, first: int = 0, concurrency: int = 8, window: int = 64,
+    def __init__(self, seed: int, cases: int, *, first: int = 0, concurrency: int = 16, window: int = 64,
                  rows_every: int = 1024, max_rss_mb: float = 600.0, workdir: Path | None = None,
-                 database_url: str | None = None, keep_going: bool = False, progress: bool = False) -> None:
+                 database_url: str | None = None, keep_going: bool = False, progress: bool = False,
+                 max_seconds: float | None = None) -> None:
         self.seed, self.count, self.first = seed, cases, first
         self.concurrency, self.window, self.rows_every = concurrency, window, rows_every
         self.max_rss_mb = max_rss_mb
@@ -206,10 +215,12 @@ class FuzzRun:
         self.database_url = database_url or f"sqlite:///{self.workdir / 'majordomo.db'}"
         self.keep_going = keep_going
         self.progress = progress
+        self.max_seconds = max_seconds
         self.summary = Summary(seed, first)
         self._log_offset = 0
         self._pending_ids: dict[str, str] = {}  # request id -> case id
         self.last_outcomes: list[Outcome] = []
+        self._suspects: list[tuple[Finding, list[Case]]] = []
 
     def _secrets(self, key: str) -> list[bytes]:
         return [key.encode(), PROVIDER_KEY.encode()]
@@ -231,33 +242,67 @@ class FuzzRun:
         return self.summary
 
     async def _loop(self, gateway: GatewayProcess, upstream: FuzzUpstream) -> None:
+        """Keep ``concurrency`` cases in flight (a stalled one holds up no other), and check the
+        log, memory and rows after each ``window`` finished cases."""
         key = gateway.key.encode()
-        semaphore = asyncio.Semaphore(self.concurrency)
-
-        async def one(fuzz: Case) -> Outcome:
-            async with semaphore:
-                return await drive(gateway.port, fuzz, key)
-
+        indices = self._indices()
+        running: set[asyncio.Task[Outcome]] = set()
+        window: list[Case] = []
         last_rows = 0
-        for start in range(self.first, self.first + self.count, self.window):
-            batch = [case(self.seed, i) for i in range(start, min(start + self.window, self.first + self.count))]
-            upstream.plans = {c.id: c.upstream for c in batch}
-            outcomes = await asyncio.gather(*(one(c) for c in batch))
-            for outcome in outcomes:
-                self._check_case(outcome, gateway)
-            self.last_outcomes = outcomes
-            self.summary.cases += len(batch)
-            self._check_window(gateway, batch)
+        stop = exhausted = False
+        while running or window or not (stop or exhausted):
+            while not stop and not exhausted and len(running) < self.concurrency:
+                index = next(indices, None)
+                if index is None:
+                    exhausted = True
+                    break
+                fuzz = case(self.seed, index)
+                upstream.plan(fuzz.id, fuzz.upstream)
+                running.add(asyncio.create_task(drive(gateway.port, fuzz, key)))
+            if running:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    outcome = task.result()
+                    self._check_case(outcome, gateway)
+                    if self.count <= 10:
+                        self.last_outcomes.append(outcome)
+                    window.append(outcome.case)
+                    self.summary.cases += 1
+            if len(window) < self.window and running:
+                continue
+            if window and not self._check_window(gateway, window):
+                stop = True
+            window = []
             if self.summary.cases - last_rows >= self.rows_every:
                 last_rows = self.summary.cases
                 await self._check_rows(gateway)
             if self.progress:
                 print(f"fuzz: {self.summary.cases} cases, {len(self.summary.findings)} findings, "
                       f"rss {self.summary.max_rss_mb:.0f} MB", file=sys.stderr, flush=True)
-            if gateway.process is None or gateway.process.poll() is not None:
-                return
             if self.summary.findings and not self.keep_going:
+                stop = True
+        await self._isolate(gateway, key)
+
+    def _indices(self) -> Iterator[int]:
+        deadline = time.monotonic() + self.max_seconds if self.max_seconds else None
+        for index in range(self.first, self.first + self.count):
+            if deadline is not None and time.monotonic() > deadline:
                 return
+            yield index
+
+    async def _isolate(self, gateway: GatewayProcess, key: bytes) -> None:
+        """Replay, one at a time, the cases of each window whose log showed a traceback, to name
+        the case that makes it (cases run concurrently, so the window alone can't say)."""
+        for finding, suspects in self._suspects[:5]:
+            for fuzz in sorted(suspects, key=lambda c: c.index):
+                if gateway.process is None or gateway.process.poll() is not None:
+                    return
+                before = gateway.log_path.stat().st_size
+                await drive(gateway.port, fuzz, key)
+                await asyncio.sleep(0.05)
+                if b"Traceback" in _read_from(gateway.log_path, before):
+                    finding.case_id, finding.describe = fuzz.id, fuzz.describe()
+                    break
 
     def _find(self, fuzz: Case | None, check: str, detail: str, case_id: str = "") -> None:
         self.summary.findings.append(Finding(fuzz.id if fuzz else case_id, check, detail,
@@ -282,18 +327,21 @@ class FuzzRun:
                 else:
                     self._pending_ids[request_id.decode("latin-1")] = fuzz.id
 
-    def _check_window(self, gateway: GatewayProcess, batch: list[Case]) -> None:
-        where = f"{batch[0].id}..{batch[-1].index}"
+    def _check_window(self, gateway: GatewayProcess, window: list[Case]) -> bool:
+        """False when the gateway is gone."""
+        first, last = min(c.index for c in window), max(c.index for c in window)
+        where = f"{self.seed}:{first}..{last}"
         assert gateway.process is not None
         if gateway.process.poll() is not None:
             self._find(None, "alive", f"the gateway exited with {gateway.process.returncode}; log tail:\n"
                        + gateway.log_text()[-3000:], where)
-            return
-        log = gateway.log_path.read_bytes()
-        fresh, self._log_offset = log[self._log_offset:], len(log)
+            return False
+        fresh = _read_from(gateway.log_path, self._log_offset)
+        self._log_offset += len(fresh)
         if b"Traceback" in fresh:
             at = fresh.index(b"Traceback")
-            self._find(None, "traceback", fresh[max(0, at - 600):at + 3000].decode(errors="replace"), where)
+            self._find(None, "traceback", fresh[max(0, at - 300):at + 3000].decode(errors="replace"), where)
+            self._suspects.append((self.summary.findings[-1], list(window)))
         for secret in self._secrets(gateway.key):
             if secret in fresh:
                 self._find(None, "secret", "a key appears in the gateway's log", where)
@@ -301,6 +349,7 @@ class FuzzRun:
         self.summary.max_rss_mb = max(self.summary.max_rss_mb, rss)
         if rss > self.max_rss_mb:
             self._find(None, "memory", f"RSS {rss:.0f} MB > {self.max_rss_mb:.0f} MB", where)
+        return True
 
     async def _check_rows(self, gateway: GatewayProcess, settle: float = 15.0) -> None:
         ids = dict(self._pending_ids)
@@ -331,7 +380,10 @@ class FuzzRun:
 
 
 def repro(seed: int, finding: Finding) -> str:
-    index = finding.case_id.split(":")[1].split("..")[0]
+    index = finding.case_id.split(":")[1]
+    if ".." in index:
+        first, last = index.split("..")
+        return f".venv/bin/python -m tests.fuzz --seed {seed} --first {first} --cases {int(last) - int(first) + 1}"
     return f".venv/bin/python -m tests.fuzz --seed {seed} --case {index} -v"
 
 
@@ -373,9 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--first", type=int, default=0, help="the first case number")
     parser.add_argument("--case", type=int, default=None, help="run just this case number")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-rss-mb", type=float, default=600.0)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop starting cases after this long (the count run is then reported)")
     parser.add_argument("--keep-going", action="store_true", help="don't stop at the first finding")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the case's bytes and the answer")
     args = parser.parse_args(argv)
@@ -385,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         print(show(seed, args.case))
     fuzz_run = FuzzRun(seed, count, first=first, concurrency=args.concurrency, max_rss_mb=args.max_rss_mb,
                        database_url=args.database_url, keep_going=args.keep_going,
-                       progress=count >= 5000 and os.isatty(2))
+                       progress=count >= 5000 and os.isatty(2), max_seconds=args.max_seconds)
     summary = asyncio.run(fuzz_run.run())
     if args.verbose:
         for outcome in fuzz_run.last_outcomes:

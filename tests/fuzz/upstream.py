@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from tests.fuzz.cases import CASE_HEADER, Step
 
@@ -20,11 +20,12 @@ _CASE = CASE_HEADER.lower().encode()
 _DEFAULT = [Step("send", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")]
 #: generous: bodies in the cases stay far below it
 _READ_LIMIT = 8 * 1024 * 1024
+_PLANS_KEPT = 2048
 
 
 class FuzzUpstream:
     def __init__(self) -> None:
-        self.plans: dict[str, list[Step]] = {}
+        self.plans: OrderedDict[str, list[Step]] = OrderedDict()
         #: how many times each case reached the upstream
         self.received: Counter[str] = Counter()
         self.unplanned = 0
@@ -35,6 +36,13 @@ class FuzzUpstream:
     def url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def plan(self, case_id: str, steps: list[Step]) -> None:
+        """The answer to the case; old plans are forgotten (a request can reach the upstream a
+        little after its client is done, so they are not dropped at once)."""
+        self.plans[case_id] = steps
+        while len(self.plans) > _PLANS_KEPT:
+            self.plans.popitem(last=False)
 
     async def start(self) -> FuzzUpstream:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=_READ_LIMIT)

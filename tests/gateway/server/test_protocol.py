@@ -36,6 +36,10 @@ class _App:
             return
         self.calls += 1
         self.arrivals.put_nowait(scope["path"])
+        if scope["path"] == "/early":  # answers before reading the body, as a 400 for a bad path does
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+            await send({"type": "http.response.body", "body": b"early"})
+            return
         size = 0
         while True:
             message = await receive()
@@ -208,6 +212,22 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(server:
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
     assert 0.4 < time.monotonic() - started < 2.0
+
+
+async def test_the_tail_of_a_body_answered_early_does_not_hold_the_connection(server: tuple[_App, int]) -> None:
+    # Found by tests/fuzz: the body's end, arriving after the answer, left the connection with
+    # no keep-alive timer and out of the idle set: held open for good, and never evicted.
+    _, port = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n")
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readuntil(b"early"), 5)).startswith(b"HTTP/1.1 200")
+    writer.write(b"x" * 300000)
+    await writer.drain()
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert time.monotonic() - started < 2.0
 
 
 async def test_at_the_cap_the_longest_idle_connection_makes_room(server: tuple[_App, int],

@@ -251,6 +251,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._awaiting_head = True
         self._head_bytes = 0
+        if self.cycle.response_complete and not self.pipeline and not self.transport.is_closing():
+            # Answered before its body ended (an early 400): on_response_complete found the request
+            # still in progress, and data_received has cancelled the keep-alive timer since, so
+            # the connection only becomes idle now; without this it would be held open for good.
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+            _connections.idle[self] = None
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
